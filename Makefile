@@ -1,0 +1,41 @@
+# make run   set everything up, start the embedded ComfyUI (CPU without a GPU), run the SD1.5 default graph
+# make test  set everything up, run the tests (real ComfyUI on a free port), ruff and mypy
+# make setup everything: the worker's .venv, the embedded ComfyUI in .comfyui/, the demo checkpoint
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COMFY := .comfyui
+
+.PHONY: setup venv comfyui checkpoint run test lint clean
+
+setup: venv comfyui checkpoint
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v 'is ignored' || true
+	$(BIN)/python -c "import pyworker, aiohttp, websockets, msgspec, aiobotocore, pytest_asyncio"
+	touch $@
+
+comfyui:
+	bash misc/comfyui/setup.sh
+
+# The random-weight SD1.5-layout checkpoint: ITS OUTPUTS ARE NOISE. Cached; seconds to generate.
+checkpoint: comfyui
+	PYTHONPATH=misc/comfyui/torchvision_stub $(COMFY)/venv/bin/python misc/comfyui/make_checkpoint.py \
+		--comfyui $(COMFY)/ComfyUI --out-dir $(COMFY)/base/models/checkpoints
+
+run: setup
+	$(BIN)/python -m pyworker run-workflow misc/workflows/sd15_default.json --demo-checkpoint \
+		--width 256 --height 256
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(COMFY)
