@@ -10,8 +10,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 home=${COMFYUI_HOME:-$root/.comfyui}
 python=${PYTHON:-python3}
+# Another pin set (e.g. the Dockerfile's, without the CPU torch) can be named here.
+requirements=${COMFYUI_REQUIREMENTS:-$here/requirements.txt}
 
-stamp_want=$(cat "$here/setup.sh" "$here/requirements.txt" | sha256sum | cut -c1-16)
+stamp_want=$(cat "$here/setup.sh" "$requirements" | sha256sum | cut -c1-16)
 if [[ -f "$home/.stamp" && "$(cat "$home/.stamp")" == "$stamp_want" && -x "$home/venv/bin/python" \
       && -f "$home/ComfyUI/main.py" ]]; then
   echo "embedded ComfyUI: up to date in $home"
@@ -48,7 +50,7 @@ if [[ ! -x "$home/venv/bin/python" ]]; then
   "$python" -m venv "$home/venv"
 fi
 echo "embedded ComfyUI: installing its requirements (CPU torch) into $home/venv"
-"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+"$home/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
 
 mkdir -p "$home/base/custom_nodes" "$home/base/models/checkpoints" "$home/base/input" "$home/base/output" \
          "$home/base/temp" "$home/base/user"
