@@ -14,9 +14,11 @@ from typing import Any
 
 import msgspec
 
+from pyworker import __version__
 from pyworker.comfy_ws import ComfyClient, Phase, PromptResult, Update
 from pyworker.embedded import EmbeddedComfyUI, ensure_demo_checkpoint
 from pyworker.errors import WorkerError
+from pyworker.logs import configure
 
 log = logging.getLogger("pyworker")
 
@@ -96,10 +98,31 @@ def print_result(result: PromptResult, comfy: ComfyClient) -> None:
             print(f"  output {out.output_type} (node {out.node_id}): {out.subfolder}/{out.filename} ({out.type})")
 
 
+def serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from pyworker.http.app import create_app
+    from pyworker.settings import SettingsError, from_env
+
+    try:
+        settings = from_env(worker_port=args.port, comfyui_url=args.comfy_url)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    log.info("pyworker %s listening on %s:%d", __version__, args.host, settings.worker_port)
+    web.run_app(create_app(settings), host=args.host, port=settings.worker_port, print=None, access_log=None,
+                shutdown_timeout=15)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pyworker")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    sv = sub.add_parser("serve", help="serve POST /generate/sync (settings from the environment, see README)")
+    sv.add_argument("--port", type=int, help="overrides WORKER_PORT (default 3000)")
+    sv.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    sv.add_argument("--comfy-url", help="overrides COMFYUI_URL; unset: start the embedded ComfyUI")
     rw = sub.add_parser("run-workflow", help="run one API-format workflow and print progress and outputs")
     rw.add_argument("file", help="a workflow in ComfyUI's API format (File > Export (API))")
     rw.add_argument("--comfy-url", help="a running ComfyUI; without it an embedded one is started and stopped")
@@ -109,8 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     rw.add_argument("--height", type=int, help="set every EmptyLatentImage's height")
     rw.add_argument("--steps", type=int, help="set every KSampler's steps")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        serve(args)
+        return
+    configure("text", logging.DEBUG if args.verbose else logging.INFO)
     try:
         workflow = msgspec.json.decode(Path(args.file).read_bytes(), type=dict[str, Any])
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -6,14 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from pyworker.comfy_ws import ComfyClient
 from pyworker.embedded import DEFAULT_HOME, EmbeddedComfyUI, ensure_demo_checkpoint
+from pyworker.http.app import create_app
+from pyworker.settings import from_env
+from tests.servers import SeaweedFS
 
 TESTS = Path(__file__).resolve().parent
 COMFY_HOME = Path(os.environ.get("PYWORKER_COMFYUI_HOME", DEFAULT_HOME))
@@ -60,3 +66,40 @@ def outputs_graph(seed: int | None = None, file_mb: float = 0.01) -> dict[str, A
     seed = uuid.uuid4().int % 2**62 if seed is None else seed
     return {"1": {"class_type": "PyworkerOutputs", "inputs": {"seed": seed, "file_mb": file_mb,
                                                                "work_seconds": 0.0}}}
+
+
+@pytest.fixture(scope="session")
+async def seaweed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+WorkerFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def make_worker(comfy: EmbeddedComfyUI, tmp_path: Path) -> AsyncIterator[WorkerFactory]:
+    """Start the worker app (a real aiohttp server on 127.0.0.1) on the session's ComfyUI, settings overridable."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def make(**overrides: Any) -> TestClient[web.Request, web.Application]:
+        base = from_env({}, comfyui_url=comfy.url, comfyui_output_dir=str(comfy.output_dir),
+                        worker_data_dir=str(tmp_path / "worker-data"))
+        settings = msgspec.structs.replace(base, **overrides)
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def worker(make_worker: WorkerFactory) -> TestClient[web.Request, web.Application]:
+    return await make_worker()

@@ -1,0 +1,240 @@
+"""One /generate/sync job from a validated request to its answer: build the workflow, upload input images,
+run it in ComfyUI (one job at a time), collect the outputs, upload them to S3, answer, call the webhook.
+
+ComfyUI is released as soon as a job's execution ends: outputs are uploaded, and the webhook is called, while
+the next job runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import mimetypes
+import time
+import uuid
+from typing import Any, Final
+
+import aiofiles
+import aiohttp
+import msgspec
+
+from pyworker.comfy_ws import ComfyClient, Output, Phase, PromptResult
+from pyworker.errors import BadRequest, ComfyValidationError, first_error
+from pyworker.images import load_image
+from pyworker.logs import JobLog
+from pyworker.messages import (
+    Answer,
+    FailedNode,
+    GenerateInput,
+    NodeInfo,
+    OutputItem,
+    Timings,
+    WebhookPayload,
+)
+from pyworker.modifiers import ImageInput, Modifiers
+from pyworker.s3 import S3Uploader, UploadFailed
+from pyworker.settings import S3Target, Settings
+from pyworker.webhook import WebhookSender
+
+log = logging.getLogger(__name__)
+_encoder: Final = msgspec.json.Encoder()
+HTTP_STATUS: Final = {"completed": 200, "failed": 500, "cancelled": 500, "timeout": 504}
+
+
+def check_api_workflow(workflow: dict[str, Any], path: str = "$.input.workflow_json") -> None:
+    """A 400 for anything that is not ComfyUI's API format ``{"<id>": {"class_type", "inputs"}}``."""
+    if "nodes" in workflow and "links" in workflow:
+        raise BadRequest("this workflow is in ComfyUI's UI format; export it in API format "
+                         "(ComfyUI: Workflow > Export (API)) and send that", path=path)
+    if not workflow:
+        raise BadRequest("the workflow is empty", path=path)
+    for node_id, node in workflow.items():
+        where = f"{path}[{_encoder.encode(node_id).decode()}]"
+        if not isinstance(node, dict):
+            raise BadRequest("each node must be an object with class_type and inputs (API format)", path=where)
+        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            raise BadRequest("node has no class_type (is this API format?)", path=f"{where}.class_type")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise BadRequest("node inputs must be an object", path=f"{where}.inputs")
+
+
+class Worker:
+    def __init__(self, settings: Settings, comfy: ComfyClient, modifiers: Modifiers, s3: S3Uploader,
+                 webhooks: WebhookSender, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.comfy = comfy
+        self.modifiers = modifiers
+        self.s3 = s3
+        self.webhooks = webhooks
+        self.session = session
+        self._slot = asyncio.Lock()  # one job at a time in ComfyUI; FIFO
+
+    def prepare(self, inp: GenerateInput) -> tuple[dict[str, Any], list[ImageInput]]:
+        """The workflow to submit and the images it needs, or a 400 naming the field."""
+        if inp.workflow_json is not None and inp.modifier is not None:
+            raise BadRequest("give either modifier (with modifications) or workflow_json, not both", path="$.input")
+        if inp.workflow_json is not None:
+            if inp.modifications is not None:
+                raise BadRequest("modifications go with a modifier, not with workflow_json",
+                                 path="$.input.modifications")
+            check_api_workflow(inp.workflow_json)
+            return inp.workflow_json, []
+        if inp.modifier is None:
+            raise BadRequest("give a modifier (with modifications) or a complete workflow_json", path="$.input")
+        return self.modifiers.get(inp.modifier).apply(inp.modifications or {})
+
+    def s3_target(self, inp: GenerateInput) -> S3Target | None:
+        """The request's ``s3`` as a whole, else the environment's, else none (outputs stay on disk)."""
+        if inp.s3 is not None:
+            return S3Target(**msgspec.structs.asdict(inp.s3))
+        return self.settings.s3
+
+    async def generate(self, inp: GenerateInput) -> tuple[int, Answer]:
+        t0 = time.monotonic()
+        request_id = inp.request_id or str(uuid.uuid4())
+        workflow, image_inputs = self.prepare(inp)
+        target = self.s3_target(inp)
+        job = JobLog(request_id)
+        job.event("accepted", mode=inp.modifier or "workflow_json")
+        await self._upload_images(request_id, workflow, image_inputs, inp)
+        t_pre = time.monotonic()
+
+        status, message, result = "completed", "", None
+        try:
+            async with self._slot:
+                t_slot = time.monotonic()
+                result = await asyncio.wait_for(self.comfy.run(workflow, on_progress=job), self.settings.job_timeout)
+        except TimeoutError:
+            status, message = "timeout", f"the job ran longer than {self.settings.job_timeout:.0f} s and was stopped"
+            t_slot = t_slot if "t_slot" in locals() else time.monotonic()
+        except ComfyValidationError as exc:
+            exc.path = "$.input.modifier" if inp.modifier else "$.input.workflow_json"
+            job.event("refused", message=exc.message.splitlines()[0])
+            raise
+        t_gen = time.monotonic()
+
+        if result is not None:
+            status, message = self._outcome(result)
+        job.event("executed", status=status, prompt_id=result.prompt_id if result else None)
+        output = await self._collect(request_id, result, target, inp.return_outputs_as_base64) if result else []
+        failed_uploads = sum(1 for o in output if o.upload_error)
+        if failed_uploads:
+            message += f"; {failed_uploads} of {len(output)} outputs could not be uploaded (kept on disk)"
+        t_end = time.monotonic()
+        queue_s = (t_slot - t_pre) + (result.queued_s if result else 0.0)
+        answer = Answer(
+            id=request_id, status=status, message=message, output=output,  # type: ignore[arg-type]
+            timings=Timings(
+                queue_ms=_ms(queue_s), preprocess_ms=_ms(t_pre - t0),
+                generation_ms=_ms(result.execution_s if result else t_gen - t_slot),
+                postprocess_ms=_ms(t_end - t_gen), total_ms=_ms(t_end - t0),
+            ),
+            nodes=[NodeInfo(node_id=n.node_id, class_type=n.class_type, ms=round(n.ms, 1), cached=n.cached)
+                   for n in (result.nodes if result else [])],
+            prompt_id=result.prompt_id if result else None,
+            error=FailedNode(**msgspec.structs.asdict(result.failure)) if result and result.failure else None,
+        )
+        job.event("answered", status=status, outputs=len(output), total_ms=answer.timings.total_ms,
+                  queue_ms=answer.timings.queue_ms, generation_ms=answer.timings.generation_ms,
+                  postprocess_ms=answer.timings.postprocess_ms)
+        self._webhook(inp, answer)
+        return HTTP_STATUS[status], answer
+
+    @staticmethod
+    def _outcome(result: PromptResult) -> tuple[str, str]:
+        f = result.failure
+        if result.phase is Phase.SUCCEEDED:
+            return "completed", f"completed in {result.execution_s:.2f} s with {len(result.outputs)} outputs"
+        if result.phase is Phase.INTERRUPTED:
+            return "cancelled", "the prompt was interrupted in ComfyUI"
+        assert f is not None
+        return "failed", f"node {f.node_id} ({f.node_type}) failed: {f.exception_type}: {f.exception_message}"
+
+    async def _upload_images(self, request_id: str, workflow: dict[str, Any], from_params: list[ImageInput],
+                             inp: GenerateInput) -> None:
+        jobs: list[tuple[str, str, str, ImageInput | None]] = [
+            (img.name, img.url or img.base64 or "", f"$.input.images[{i}]", None) for i, img in enumerate(inp.images)
+        ]
+        for i, img in enumerate(inp.images):
+            if (img.url is None) == (img.base64 is None):
+                raise BadRequest("give exactly one of url or base64", path=f"$.input.images[{i}]")
+        jobs += [(f"pw_{request_id}_{p.input}_{p.node_id}.png", p.source, p.path, p) for p in from_params]
+
+        async def one(name: str, source: str, path: str, param: ImageInput | None) -> None:
+            data = await load_image(
+                source, path=path, session=self.session, max_bytes=self.settings.image_max_bytes,
+                timeout=self.settings.image_fetch_timeout, allow_private=self.settings.allow_private_image_urls,
+            )
+            uploaded = await self.comfy.api.upload_image(name, data)
+            if param is not None:
+                ref = f"{uploaded.subfolder}/{uploaded.name}" if uploaded.subfolder else uploaded.name
+                workflow[param.node_id]["inputs"][param.input] = ref
+
+        if jobs:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        group.create_task(one(*job))
+            except BaseExceptionGroup as group_error:
+                raise first_error(group_error) from None
+
+    async def _collect(self, request_id: str, result: PromptResult, target: S3Target | None,
+                       inline: bool) -> list[OutputItem]:
+        dest = self.settings.worker_data_dir / request_id
+        limit = asyncio.Semaphore(4)
+
+        async def one(out: Output, client: Any) -> OutputItem:
+            if out.text is not None:
+                return OutputItem(filename=None, subfolder="", type=out.type, node_id=out.node_id,
+                                  output_type=out.output_type, mimetype="text/plain", text=out.text)
+            assert out.filename is not None
+            mimetype = mimetypes.guess_type(out.filename)[0] or "application/octet-stream"
+            item = OutputItem(filename=out.filename, subfolder=out.subfolder, type=out.type, node_id=out.node_id,
+                              output_type=out.output_type, mimetype=mimetype)
+            async with limit:
+                path = await self.comfy.fetch_output(out, dest)
+                item.local_path = str(path)
+                if client is not None and target is not None:
+                    key = "/".join(p for p in (request_id, out.subfolder, out.filename) if p)
+                    key = self.settings.s3_key_prefix + key
+                    try:
+                        item.url = await self.s3.upload(client, target, path, key, mimetype)
+                        item.s3_key = key
+                    except UploadFailed as exc:
+                        item.upload_error = str(exc)
+                if inline:
+                    async with aiofiles.open(path, "rb") as f:
+                        item.data = base64.b64encode(await f.read()).decode()
+            return item
+
+        async def all_outputs(client: Any) -> list[OutputItem]:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(one(o, client)) for o in result.outputs]
+            except BaseExceptionGroup as group_error:
+                raise first_error(group_error) from None
+            return [t.result() for t in tasks]
+
+        if target is None or not any(o.filename for o in result.outputs):
+            return await all_outputs(None)
+        async with self.s3.client_for(target) as client:
+            return await all_outputs(client)
+
+    def _webhook(self, inp: GenerateInput, answer: Answer) -> None:
+        hook = inp.webhook
+        url = (hook.url if hook else None) or self.settings.webhook_url
+        if not url:
+            return
+        fields = msgspec.structs.asdict(answer)
+        fields["output"] = [msgspec.structs.replace(o, data=None) for o in answer.output]  # URLs, not inline files
+        payload = WebhookPayload(**fields, extra=hook.extra_params if hook else {})
+        self.webhooks.send(
+            url, _encoder.encode(payload),
+            secret=(hook.secret if hook else None) or self.settings.webhook_secret,
+            timeout=(hook.timeout if hook else None) or self.settings.webhook_timeout,
+            request_id=answer.id,
+        )
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
