@@ -1,4 +1,5 @@
-# make run   set everything up, start the embedded ComfyUI (CPU without a GPU), run the SD1.5 default graph
+# make run   set everything up and serve POST /generate/sync on :3000 (embedded ComfyUI, CPU without a GPU)
+# make demo  set everything up and run the SD1.5 default graph once through the driver, with live progress
 # make test  set everything up, run the tests (real ComfyUI on a free port), ruff and mypy
 # make setup everything: the worker's .venv, the embedded ComfyUI in .comfyui/, the demo checkpoint
 
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COMFY := .comfyui
 
-.PHONY: setup venv comfyui checkpoint run test lint clean
+.PHONY: setup venv comfyui checkpoint run demo test lint clean
 
 setup: venv comfyui checkpoint
 
@@ -27,6 +28,9 @@ checkpoint: comfyui
 		--comfyui $(COMFY)/ComfyUI --out-dir $(COMFY)/base/models/checkpoints
 
 run: setup
+	$(BIN)/python -m pyworker serve
+
+demo: setup
 	$(BIN)/python -m pyworker run-workflow misc/workflows/sd15_default.json --demo-checkpoint \
 		--width 256 --height 256
 

@@ -1,28 +1,7 @@
 """The worker's settings: one typed object read once from the environment (and the command line).
 
-Every variable, its default and meaning:
-
-| variable | default | |
-|---|---|---|
-| WORKER_PORT | 3000 | port of the HTTP service |
-| COMFYUI_URL | (unset) | a running ComfyUI; unset: the worker starts the embedded one itself |
-| COMFYUI_HOME | .comfyui/ in the project | where misc/comfyui/setup.sh installed the embedded ComfyUI |
-| COMFYUI_OUTPUT_DIR | (unset) | ComfyUI's output folder when it is on this machine (files read in place); unset with COMFYUI_URL: outputs are fetched through /view |
-| WORKER_DATA_DIR | /tmp/pyworker | outputs fetched from a remote ComfyUI are kept here |
-| DEFAULT_CHECKPOINT | (unset) | the checkpoint modifiers use when a request names none |
-| DEFAULT_WORKFLOW | misc/workflows/sd15_default.json | the RawWorkflow modifier's workflow (API format) |
-| MODIFIERS_DIR | (unset) | a folder of the operator's own modifier files (*.json), added to misc/modifiers/ |
-| S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_BUCKET_NAME, S3_ENDPOINT_URL, S3_REGION | (unset) | the default S3 target; a request's `s3` replaces it as a whole |
-| S3_KEY_PREFIX | "" | prepended to every key `{request_id}/{filename}` |
-| S3_URL_EXPIRY | 604800 (7 days) | seconds a presigned output URL stays valid |
-| WEBHOOK_URL, WEBHOOK_TIMEOUT (30), WEBHOOK_SECRET | (unset) | default webhook; a request's `webhook` fields take precedence one by one |
-| JOB_TIMEOUT | 3600 | seconds a job may run in ComfyUI before it is interrupted (504) |
-| MAX_BODY_BYTES | 67108864 | larger request bodies get 413 |
-| IMAGE_MAX_BYTES | 52428800 | largest input image (URL or base64) |
-| IMAGE_FETCH_TIMEOUT | 30 | seconds to fetch an input image URL |
-| ALLOW_PRIVATE_IMAGE_URLS | false | allow input image URLs on private, loopback and link-local addresses |
-| LOG_FORMAT | text | `text` for people, `json` for JSON lines |
-"""
+Each field is the lower-case name of its variable (``worker_port`` <- ``WORKER_PORT``); the S3 target comes
+from ``S3_*``. The variables, defaults and meanings are listed in the README's Settings table."""
 
 from __future__ import annotations
 

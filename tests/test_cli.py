@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 import uuid
 from pathlib import Path
 
-from pyworker.embedded import EmbeddedComfyUI
+import aiohttp
+
+from pyworker.embedded import EmbeddedComfyUI, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +52,43 @@ async def test_run_workflow_failure_exit_code_and_bad_file(comfy: EmbeddedComfyU
     path.write_text("{not json")
     code, _, err = await _cli("run-workflow", str(path), "--comfy-url", comfy.url)
     assert code == 2 and "cannot read an API-format workflow" in err
+
+
+async def test_serve_answers_and_logs_json_lines(comfy: EmbeddedComfyUI, demo_checkpoint: str) -> None:
+    port = free_port()
+    env = {**os.environ, "COMFYUI_OUTPUT_DIR": str(comfy.output_dir), "DEFAULT_CHECKPOINT": demo_checkpoint,
+           "LOG_FORMAT": "json", "WORKER_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyworker", "serve", "--host", "127.0.0.1", "--comfy-url", comfy.url, cwd=ROOT,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                        if resp.status == 200 and (await resp.json())["comfyui_connected"]:
+                            break
+                await asyncio.sleep(0.1)
+            body = {"input": {"modifier": "Text2Image", "modifications": {"prompt": "a cat sitting on a windowsill",
+                                                                          "width": 64, "height": 64, "steps": 2}}}
+            async with http.post(f"http://127.0.0.1:{port}/generate/sync", json=body) as resp:
+                assert resp.status == 200
+                answer = await resp.json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await proc.communicate()
+    assert proc.returncode == 0
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    states = [entry["state"] for entry in lines if entry.get("request_id") == answer["id"]]
+    assert states[0] == "accepted" and states[-1] == "answered"
+
+
+async def test_serve_refuses_a_bad_setting() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyworker", "serve", cwd=ROOT, env={**os.environ, "WEBHOOK_TIMEOUT": "never"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert "WEBHOOK_TIMEOUT" in err.decode() and "Traceback" not in err.decode()

@@ -5,6 +5,7 @@ written except for width/height/steps, lowered so a 2-core CPU runs them in seco
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,7 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from pyworker.embedded import free_port
+from pyworker.comfy_ws import ComfyClient
+from pyworker.embedded import EmbeddedComfyUI, free_port
 from pyworker.webhook import SIGNATURE_HEADER
 from tests.conftest import WorkerFactory, outputs_graph, steps_graph
 from tests.servers import SeaweedFS, webhook_receiver
@@ -318,3 +320,23 @@ async def test_progress_log_lines(worker: Client, caplog: pytest.LogCaptureFixtu
     assert 2 <= len(progress) <= 4  # 1.5 s of steps: at most one line a second, plus the last step
     last = progress[-1].getMessage()
     assert f"prompt_id={answer['prompt_id']}" in last and "step=30/30" in last and "it_s=" in last
+
+
+async def test_comfyui_is_released_before_outputs_are_uploaded(worker: Client, seaweed: SeaweedFS,
+                                                               comfy: EmbeddedComfyUI) -> None:
+    """The next job executes while the previous job's outputs are still being uploaded."""
+    s3 = msgspec.structs.asdict(seaweed.target())
+    big = asyncio.create_task(post(worker, {"input": {"workflow_json": outputs_graph(file_mb=96), "s3": s3}}))
+    await asyncio.sleep(0.05)
+    small = asyncio.create_task(post(worker, {"input": {"workflow_json": steps_graph(1)}}))
+    (status, answer), (_, next_answer) = await asyncio.gather(big, small)
+    assert status == 200 and all("url" in o for o in answer["output"] if o.get("filename"))
+    async with ComfyClient(comfy.url) as c:
+        entry = await c.api.history(next_answer["prompt_id"])
+        big_entry = await c.api.history(answer["prompt_id"])
+    assert entry is not None and entry.status is not None and big_entry is not None and big_entry.status
+    next_started = next(m[1]["timestamp"] for m in entry.status.messages if m[0] == "execution_start")
+    big_ended = next(m[1]["timestamp"] for m in big_entry.status.messages if m[0] == "execution_success")
+    upload_ms = answer["timings"]["postprocess_ms"]
+    assert upload_ms > 100  # 96 MB to S3 takes a while
+    assert next_started - big_ended < upload_ms / 2, (next_started - big_ended, upload_ms)
