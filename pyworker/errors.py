@@ -1,6 +1,10 @@
 """The worker's errors. Each class knows the HTTP status it becomes and builds its message from its fields.
 
     WorkerError                      500  root; never shows internals to a client
+    ├── Unauthorized                 401  (autoscaler/auth.py) bad, missing or replayed signature
+    ├── MalformedEnvelope            422  (autoscaler/auth.py) the autoscaler's envelope, field by field
+    ├── TooBusy                      429  (admission.py) the queue is full; Retry-After
+    ├── NotReady                     503  (http/app.py) ComfyUI down or the benchmark not finished
     ├── BadRequest                   400  invalid input; ``path`` names the field ($.input.modifications.steps)
     │   └── ComfyValidationError     400  ComfyUI refused the prompt; carries ``error`` and ``node_errors``
     ├── ComfyError                   502  talking to ComfyUI went wrong
@@ -24,6 +28,9 @@ class WorkerError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON body of the HTTP answer: only what is safe for a client to see."""
         return {"error": self.message}
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class BadRequest(WorkerError):

@@ -12,6 +12,7 @@ import logging
 import mimetypes
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiofiles
@@ -89,7 +90,7 @@ class Worker:
             return S3Target(**msgspec.structs.asdict(inp.s3))
         return self.settings.s3
 
-    async def generate(self, inp: GenerateInput) -> tuple[int, Answer]:
+    async def generate(self, inp: GenerateInput, on_start: Callable[[], None] | None = None) -> tuple[int, Answer]:
         t0 = time.monotonic()
         request_id = inp.request_id or str(uuid.uuid4())
         workflow, image_inputs = self.prepare(inp)
@@ -103,6 +104,8 @@ class Worker:
         try:
             async with self._slot:
                 t_slot = time.monotonic()
+                if on_start is not None:
+                    on_start()
                 result = await asyncio.wait_for(self.comfy.run(workflow, on_progress=job), self.settings.job_timeout)
         except TimeoutError:
             status, message = "timeout", f"the job ran longer than {self.settings.job_timeout:.0f} s and was stopped"

@@ -49,11 +49,50 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     image_fetch_timeout: Seconds = 30.0
     allow_private_image_urls: bool = False
     log_format: Literal["text", "json"] = "text"
+    comfyui_base_dir: Path | None = None  # the embedded ComfyUI's --base-directory; default COMFYUI_HOME/base
+    # The autoscaler (Vast.ai serverless)
+    report_addr: list[str] = []
+    container_id: str = "0"
+    master_token: str = ""
+    public_ipaddr: str | None = None
+    vast_tcp_port: int | None = None  # from VAST_TCP_PORT_<WORKER_PORT>
+    use_ssl: bool = False
+    unsecured: bool = False
+    autoscaler_pubkey: Path | None = None  # a PEM file, instead of GET {REPORT_ADDR}/pubkey/
+    replay_window: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    request_cost: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    max_queue_time: Seconds = 30.0
+    # The start-up benchmark
+    benchmark: Literal["auto", "on", "off"] = "auto"  # auto: when an autoscaler is configured
+    benchmark_test_width: Annotated[int, msgspec.Meta(ge=16, le=16384)] = 512
+    benchmark_test_height: Annotated[int, msgspec.Meta(ge=16, le=16384)] = 512
+    benchmark_test_steps: Annotated[int, msgspec.Meta(ge=2, le=100000)] = 20
+    benchmark_runs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    benchmark_workflow: Path = MISC / "workflows" / "sd15_default.json"
+    benchmark_report: Path | None = None  # default WORKER_DATA_DIR/benchmark.json
+    benchmark_cache: Path | None = None  # default WORKER_DATA_DIR/benchmark-cache.json
+    benchmark_screening: Literal["flag", "refuse"] = "flag"
+    gpu_reference: Path = MISC / "gpu_reference.json"
+
+    @property
+    def behind_autoscaler(self) -> bool:
+        return bool(self.report_addr)
+
+    @property
+    def run_benchmark(self) -> bool:
+        return self.benchmark == "on" or (self.benchmark == "auto" and self.behind_autoscaler)
+
+    @property
+    def public_url(self) -> str:
+        if not self.public_ipaddr or not self.vast_tcp_port:
+            return ""
+        return f"http{'s' if self.use_ssl else ''}://{self.public_ipaddr}:{self.vast_tcp_port}"
 
     def __repr__(self) -> str:  # the S3 target hides its own secret
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
-        if fields["webhook_secret"]:
-            fields["webhook_secret"] = "***"
+        for secret in ("webhook_secret", "master_token"):
+            if fields[secret]:
+                fields[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
@@ -79,6 +118,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         var = field.name.upper()
         if field.name != "s3" and env.get(var, "") != "":
             raw[field.name] = env[var]
+    if "report_addr" in raw:
+        raw["report_addr"] = [a.strip() for a in str(raw["report_addr"]).split(",") if a.strip()]
+    port = str(overrides.get("worker_port") or env.get("WORKER_PORT") or 3000)
+    if env.get(f"VAST_TCP_PORT_{port}"):
+        raw["vast_tcp_port"] = env[f"VAST_TCP_PORT_{port}"]
     s3 = {k: env[v] for k, v in _S3_VARS.items() if env.get(v)}
     if s3:
         missing = [_S3_VARS[k] for k in ("access_key_id", "secret_access_key", "bucket_name") if k not in s3]

@@ -3,8 +3,10 @@ and the random-weight SD1.5 checkpoint (its outputs are noise)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -86,18 +88,27 @@ async def make_worker(comfy: EmbeddedComfyUI, tmp_path: Path) -> AsyncIterator[W
     """Start the worker app (a real aiohttp server on 127.0.0.1) on the session's ComfyUI, settings overridable."""
     clients: list[TestClient[web.Request, web.Application]] = []
 
-    async def make(**overrides: Any) -> TestClient[web.Request, web.Application]:
+    async def make(wait_ready: bool = True, **overrides: Any) -> TestClient[web.Request, web.Application]:
         base = from_env({}, comfyui_url=comfy.url, comfyui_output_dir=str(comfy.output_dir),
                         worker_data_dir=str(tmp_path / "worker-data"))
         settings = msgspec.structs.replace(base, **overrides)
         client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
+        if wait_ready:
+            await wait_until_ready(client)
         return client
 
     yield make
     for c in clients:
         await c.close()
+
+
+async def wait_until_ready(client: TestClient[web.Request, web.Application], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.get("/health")).status != 200:
+        assert time.monotonic() < deadline, "the worker did not become ready"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pyworker.comfy_ws import ComfyClient, Output, Phase, Update
 from pyworker.embedded import EmbeddedComfyUI, free_port
 from pyworker.errors import ComfyProtocolError, ComfyUnreachable, ComfyValidationError
 from tests.conftest import make_base, outputs_graph, steps_graph
-from tests.doubles import WebSocketCutter
+from tests.doubles import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,7 +203,7 @@ async def test_silence_is_not_failure(client: ComfyClient) -> None:
 
 
 async def test_websocket_cut_mid_job_still_completes_with_outputs(comfy: EmbeddedComfyUI) -> None:
-    async with WebSocketCutter(comfy.port) as cutter, ComfyClient(cutter.url, output_dir=comfy.output_dir) as c:
+    async with TcpProxy(comfy.port) as cutter, ComfyClient(cutter.url, output_dir=comfy.output_dir) as c:
         await c.wait_connected(5)
         seed = uuid.uuid4().int % 2**62
         wf = {"1": {"class_type": "PyworkerSteps", "inputs": {"steps": 60, "step_seconds": 0.02, "seed": seed}},

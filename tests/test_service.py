@@ -26,6 +26,7 @@ from pyworker.comfy_ws import ComfyClient
 from pyworker.embedded import EmbeddedComfyUI, free_port
 from pyworker.webhook import SIGNATURE_HEADER
 from tests.conftest import WorkerFactory, outputs_graph, steps_graph
+from tests.doubles import TcpProxy
 from tests.servers import SeaweedFS, webhook_receiver
 
 Client = TestClient[web.Request, web.Application]
@@ -216,12 +217,34 @@ async def test_runtime_error_is_500_naming_the_node(worker: Client) -> None:
     assert "node 5 (PyworkerRaise)" in answer["message"] and "Traceback" not in json.dumps(answer)
 
 
-async def test_comfyui_unreachable_is_502(make_worker: WorkerFactory) -> None:
-    worker = await make_worker(comfyui_url=f"http://127.0.0.1:{free_port()}")
-    started = time.monotonic()
-    status, answer = await post(worker, {"input": {"workflow_json": steps_graph(1)}})
-    assert (status == 502 and "unreachable" in answer["error"]) or "no websocket" in answer["error"]
-    assert time.monotonic() - started < 5
+async def test_comfyui_unreachable_at_start_is_503(make_worker: WorkerFactory) -> None:
+    worker = await make_worker(wait_ready=False, comfyui_url=f"http://127.0.0.1:{free_port()}")
+    deadline = time.monotonic() + 5
+    while True:
+        health = await (await worker.get("/health")).json()
+        if "not answering" in health["error_msg"]:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    resp = await worker.post("/generate/sync", json={"input": {"workflow_json": steps_graph(1)}})
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    assert "not answering" in (await resp.json())["error"]
+
+
+async def test_comfyui_gone_mid_job_is_502(make_worker: WorkerFactory, comfy: EmbeddedComfyUI) -> None:
+    async with TcpProxy(comfy.port) as proxy:
+        worker = await make_worker(comfyui_url=proxy.url)
+        job = asyncio.create_task(post(worker, {"input": {"workflow_json": steps_graph(1000, 0.01)}}))
+        await asyncio.sleep(1.0)
+        await proxy.shutdown()  # ComfyUI vanishes, as in a crash
+        started = time.monotonic()
+        status, answer = await job
+        assert status == 502 and "ComfyUI" in answer["error"]
+        assert time.monotonic() - started < 5
+        health = await (await worker.get("/health")).json()
+        assert "not answering" in health["error_msg"] and health["ready"] is False
+    async with ComfyClient(comfy.url) as c:  # the real ComfyUI: stop the orphaned prompt
+        await c.api.interrupt((await c.api.queue()).running_ids().pop())
 
 
 async def test_timeout_is_504_and_the_prompt_is_stopped(make_worker: WorkerFactory) -> None:

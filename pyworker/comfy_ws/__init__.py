@@ -6,7 +6,7 @@
 - :mod:`.client`: the websocket, event routing, reconnects, and the job API ``ComfyClient.run``
 """
 
-from pyworker.comfy_ws.client import ComfyClient
+from pyworker.comfy_ws.client import ComfyClient, ProgressCallback
 from pyworker.comfy_ws.state import NodeFailure, NodeTiming, Output, Phase, PromptResult, Update
 
-__all__ = ["ComfyClient", "NodeFailure", "NodeTiming", "Output", "Phase", "PromptResult", "Update"]
+__all__ = ["ComfyClient", "NodeFailure", "NodeTiming", "Output", "Phase", "ProgressCallback", "PromptResult", "Update"]

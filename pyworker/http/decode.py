@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import msgspec
 
+from pyworker.autoscaler.auth import AuthData, MalformedEnvelope, parse_auth_data
 from pyworker.errors import BadRequest
 from pyworker.messages import GenerateInput, GenerateRequest, InputImage, S3Request, WebhookRequest
 
@@ -28,7 +29,7 @@ def _accepted(path: str) -> str:
     return ""
 
 
-def decode_request(body: bytes) -> GenerateRequest:
+def decode_request(body: bytes | msgspec.Raw) -> GenerateRequest:
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -57,3 +58,40 @@ def _explain(what: str) -> str:
         if what.startswith(prefix):
             return f"{what}: {hint}"
     return what
+
+
+class Envelope(msgspec.Struct):
+    """A decoded body: the request and, when the autoscaler routed it, its ``auth_data`` as received."""
+
+    request: GenerateRequest
+    auth: AuthData | None
+
+
+_top: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def decode_body(body: bytes) -> Envelope:
+    """Either form: ``{"input": ...}`` or ``{"auth_data", "payload", "session_id"}`` (422 when malformed)."""
+    try:
+        top = _top.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Envelope(request=decode_request(body), auth=None)  # raises the right 400
+    if "auth_data" not in top and "payload" not in top:
+        return Envelope(request=decode_request(body), auth=None)
+    errors: dict[str, Any] = {}
+    unknown = sorted(set(top) - {"auth_data", "payload", "session_id"})
+    for key in unknown:
+        errors[key] = "unknown field; accepted: auth_data, payload, session_id"
+    auth: AuthData | None = None
+    if "auth_data" not in top:
+        errors["auth_data"] = "field missing"
+    else:
+        try:
+            auth = parse_auth_data(msgspec.json.decode(top["auth_data"]))
+        except MalformedEnvelope as exc:
+            errors.update(exc.errors)
+    if "payload" not in top:
+        errors["payload"] = "field missing"
+    if errors:
+        raise MalformedEnvelope(errors)
+    return Envelope(request=decode_request(top["payload"]), auth=auth)
