@@ -26,8 +26,8 @@ class TooBusy(WorkerError):
     status = 429
 
     def __init__(self, retry_after: int, wait_s: float, limit_s: float) -> None:
-        super().__init__(f"the queue is full: the work ahead would take about {wait_s:.0f} s "
-                         f"(the limit is {limit_s:.0f} s); retry after {retry_after} s")
+        super().__init__(f"the queue is full: the work ahead would take about {wait_s:.1f} s "
+                         f"(the limit is {limit_s:.1f} s); retry after {retry_after} s")
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

@@ -2,7 +2,8 @@
 and ``runs`` measured runs, each with a random prompt from misc/test_prompts.txt and a random seed.
 
 Sampling speed comes from ComfyUI's ``progress`` events of the sampler node: the steps between its first and
-last event over the time between them (not wall time over steps). Each run also gives its total seconds and
+second-to-last event over the time between them (not wall time over steps; ComfyUI often sends the very last
+event late, see ``PromptState.node_rates``). Each run also gives its total seconds and
 per-node times. The result is a per-node report (JSON) with a verdict against a reference table of expected
 it/s per GPU model; ``max_perf`` (cost per second) is what the autoscaler is told.
 """

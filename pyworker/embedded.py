@@ -150,8 +150,8 @@ class EmbeddedComfyUI:
             await proc.wait()
 
     async def kill(self) -> None:
-        """SIGKILL, as a crash would (for tests and for recovery)."""
-        proc, self.process = self.process, None
+        """SIGKILL, as a crash would: the process stays visible as exited (for tests of recovery)."""
+        proc = self.process
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -1,8 +1,9 @@
-"""Real local servers for the tests: SeaweedFS (S3) and an aiohttp webhook receiver."""
+"""Real local servers for the tests: SeaweedFS (S3), an aiohttp webhook receiver, an autoscaler emulator."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import shutil
@@ -16,6 +17,8 @@ from typing import Any
 import msgspec
 from aiobotocore.session import get_session
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pyworker.embedded import free_port
 from pyworker.s3 import client_config
@@ -144,3 +147,78 @@ async def webhook_receiver(port: int | None = None) -> AsyncIterator[WebhookRece
         yield receiver
     finally:
         await receiver.stop()
+
+
+class AutoscalerEmulator:
+    """A real local aiohttp server playing Vast's autoscaler: serves /pubkey/, signs route answers with a test
+    RSA key (either signed-message form), records /worker_status/ and /delete_requests/."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.port = free_port()
+        self.statuses: list[dict[str, Any]] = []
+        self.deleted: list[dict[str, Any]] = []
+        self.reqnum = 1000
+        self.worker_url = ""
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def pubkey_pem(self) -> bytes:
+        return self.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def auth_data(self, *, form: str = "url-indent4", cost: Any = 1, reqnum: int | None = None,
+                  key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
+        if reqnum is None:
+            self.reqnum += 1
+            reqnum = self.reqnum
+        data: dict[str, Any] = {"cost": cost, "endpoint": "pyworker-test", "reqnum": reqnum,
+                                "request_idx": reqnum + 50000, "url": self.worker_url or "http://worker"}
+        message = (json.dumps({"url": data["url"]}, indent=4, sort_keys=True) if form == "url-indent4"
+                   else json.dumps(data, sort_keys=True))
+        signature = (key or self.key).sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+        data["signature"] = base64.b64encode(signature).decode()
+        return data
+
+    async def _pubkey(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.pubkey_pem())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self.statuses.append(await request.json())
+        return web.json_response({})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        self.deleted.append(await request.json())
+        return web.json_response({})
+
+    async def _route(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(self.auth_data(cost=body.get("cost", 1)))
+
+    async def __aenter__(self) -> AutoscalerEmulator:
+        app = web.Application()
+        app.router.add_get("/pubkey/", self._pubkey)
+        app.router.add_post("/worker_status/", self._status)
+        app.router.add_post("/delete_requests/", self._delete)
+        app.router.add_post("/route/", self._route)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def wait_status(self, pred: Any, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for status in reversed(self.statuses):
+                if pred(status):
+                    found: dict[str, Any] = status
+                    return found
+            assert time.monotonic() < deadline, f"no matching status report; last: {self.statuses[-1:]}"
+            await asyncio.sleep(0.05)
