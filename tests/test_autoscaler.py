@@ -174,7 +174,7 @@ async def test_comfyui_crash_and_recovery_in_error_msg(make_worker: WorkerFactor
                                             comfyui_output_dir=None))
     embedded = worker.app[EMBEDDED] if worker.app is not None else None
     assert embedded is not None
-    status, answer = await signed_post(worker, emu, {"input": {"workflow_json": {"1": {
+    status, _ = await signed_post(worker, emu, {"input": {"workflow_json": {"1": {
         "class_type": "PyworkerRaise", "inputs": {"message": "client bug", "seed": 1}}}}})
     assert status == 500  # a client's broken workflow...
     await asyncio.sleep(0.5)
