@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import random
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from pyworker.comfy_ws import ComfyClient, Phase, PromptResult, Update
 from pyworker.embedded import EmbeddedComfyUI, ensure_demo_checkpoint
 from pyworker.errors import WorkerError
 from pyworker.logs import configure
+from pyworker.settings import Settings, SettingsError, from_env
 
 log = logging.getLogger("pyworker")
 
@@ -102,7 +104,6 @@ def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from pyworker.http.app import create_app
-    from pyworker.settings import SettingsError, from_env
 
     try:
         settings = from_env(worker_port=args.port, comfyui_url=args.comfy_url)
@@ -112,7 +113,74 @@ def serve(args: argparse.Namespace) -> None:
     configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
     log.info("pyworker %s listening on %s:%d", __version__, args.host, settings.worker_port)
     web.run_app(create_app(settings), host=args.host, port=settings.worker_port, print=None, access_log=None,
+                handler_cancellation=True,
                 shutdown_timeout=15)
+
+
+async def bench(args: argparse.Namespace, settings: Settings) -> int:
+    """The start-up benchmark alone: progress, the operator's summary, the report's path."""
+    from pyworker.benchmark import Benchmark, BenchmarkConfig, load_reference, summary
+    from pyworker.http.app import default_checkpoint
+
+    async with comfy_at(settings.comfyui_url) as (url, output_dir, embedded):
+        checkpoint = await default_checkpoint(settings, embedded)
+        report_path = settings.benchmark_report or settings.worker_data_dir / "benchmark.json"
+        async with ComfyClient(url, output_dir=output_dir) as comfy:
+            runner = Benchmark(
+                comfy, BenchmarkConfig(width=settings.benchmark_test_width, height=settings.benchmark_test_height,
+                                       steps=settings.benchmark_test_steps, runs=settings.benchmark_runs,
+                                       workflow=settings.benchmark_workflow, checkpoint=checkpoint,
+                                       cost_per_job=settings.request_cost),
+                reference=load_reference(settings.gpu_reference),
+                checkpoints_dir=embedded.checkpoints_dir if embedded else None,
+                cache_path=None if args.fresh else settings.benchmark_cache or
+                settings.worker_data_dir / "benchmark-cache.json",
+                report_path=report_path,
+            )
+            report = await runner.run(on_progress=ProgressPrinter(per_second=2))
+    print(summary(report))
+    print(f"report: {report_path}")
+    return 1 if report.verdict == "slow" else 0
+
+
+async def client(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from pyworker.remote import WorkerClient, build_payload, save_outputs
+
+    s3 = None
+    if args.s3_bucket:
+        s3 = {"access_key_id": args.s3_access_key_id, "secret_access_key": args.s3_secret_access_key,
+              "bucket_name": args.s3_bucket, **({"endpoint_url": args.s3_endpoint_url} if args.s3_endpoint_url else {}),
+              **({"region": args.s3_region} if args.s3_region else {})}
+    payload = build_payload(prompt=args.prompt, workflow=Path(args.workflow) if args.workflow else None,
+                            width=args.width, height=args.height, steps=args.steps, seed=args.seed, s3=s3,
+                            base64_outputs=args.base64)
+    async with aiohttp.ClientSession() as session:
+        remote = WorkerClient(session, worker_url=args.url, route_url=args.route_url, endpoint=args.endpoint,
+                              api_key=args.api_key)
+        if args.command == "load":
+            from pyworker.remote import load
+
+            def fresh() -> dict[str, Any]:
+                body = msgspec.json.decode(msgspec.json.encode(payload))
+                mods = body["input"].get("modifications")
+                if mods is not None and args.seed is None:
+                    mods["seed"] = random.randint(0, 2**32 - 1)  # unique: ComfyUI's cache must not serve it
+                return body  # type: ignore[no-any-return]
+
+            result = await load(remote, fresh, args.n, args.rps)
+            print(result.summary())
+            return 0 if result.ok == result.sent else 1
+        started = time.monotonic()
+        status, answer = await remote.send(payload)
+        print(f"HTTP {status} in {time.monotonic() - started:.2f} s: {answer.get('status', '')} "
+              f"{answer.get('message') or answer.get('error', '')}")
+        if status == 200:
+            for path in await save_outputs(session, answer, Path(args.out)):
+                print(f"  saved {path}")
+        print(f"  timings {answer.get('timings', {})}")
+        return 0 if status == 200 else 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +191,33 @@ def main(argv: list[str] | None = None) -> None:
     sv.add_argument("--port", type=int, help="overrides WORKER_PORT (default 3000)")
     sv.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     sv.add_argument("--comfy-url", help="overrides COMFYUI_URL; unset: start the embedded ComfyUI")
+    bn = sub.add_parser("bench", help="run the start-up benchmark alone and print its report (BENCHMARK_* settings)")
+    bn.add_argument("--comfy-url", help="overrides COMFYUI_URL; unset: start the embedded ComfyUI")
+    bn.add_argument("--fresh", action="store_true", help="ignore the cached result")
+    for name, text in (("client", "send one request to a worker and save its outputs"),
+                       ("load", "load-test a worker: N requests at R per second, then latency percentiles")):
+        cl = sub.add_parser(name, help=text)
+        to = cl.add_mutually_exclusive_group(required=True)
+        to.add_argument("--url", help="the worker, e.g. http://127.0.0.1:3000")
+        to.add_argument("--route-url", help="an autoscaler's route URL (e.g. https://run.vast.ai/route/)")
+        cl.add_argument("--endpoint", default="", help="the autoscaler endpoint's name (with --route-url)")
+        cl.add_argument("--api-key", default="", help="the autoscaler API key (with --route-url)")
+        cl.add_argument("--prompt", default="a cat sitting on a windowsill")
+        cl.add_argument("--workflow", help="an API-format workflow file instead of Text2Image")
+        cl.add_argument("--width", type=int)
+        cl.add_argument("--height", type=int)
+        cl.add_argument("--steps", type=int)
+        cl.add_argument("--seed", type=int)
+        cl.add_argument("--s3-bucket")
+        cl.add_argument("--s3-access-key-id")
+        cl.add_argument("--s3-secret-access-key")
+        cl.add_argument("--s3-endpoint-url")
+        cl.add_argument("--s3-region")
+        cl.add_argument("--base64", action="store_true", help="ask for the outputs inline")
+        cl.add_argument("--out", default="outputs", help="where the client saves outputs (default ./outputs)")
+        if name == "load":
+            cl.add_argument("-n", type=int, default=20, help="number of requests")
+            cl.add_argument("--rps", type=float, default=1.0, help="requests started per second")
     rw = sub.add_parser("run-workflow", help="run one API-format workflow and print progress and outputs")
     rw.add_argument("file", help="a workflow in ComfyUI's API format (File > Export (API))")
     rw.add_argument("--comfy-url", help="a running ComfyUI; without it an embedded one is started and stopped")
@@ -136,6 +231,19 @@ def main(argv: list[str] | None = None) -> None:
         serve(args)
         return
     configure("text", logging.DEBUG if args.verbose else logging.INFO)
+    if args.command in ("client", "load"):
+        sys.exit(asyncio.run(client(args)))
+    if args.command == "bench":
+        try:
+            settings = from_env(comfyui_url=args.comfy_url)
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        try:
+            sys.exit(asyncio.run(bench(args, settings)))
+        except WorkerError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            sys.exit(2)
     try:
         workflow = msgspec.json.decode(Path(args.file).read_bytes(), type=dict[str, Any])
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -14,6 +14,8 @@ from pathlib import Path
 import aiohttp
 
 from pyworker.embedded import EmbeddedComfyUI, free_port
+from tests.conftest import WorkerFactory, outputs_graph, steps_graph
+from tests.servers import AutoscalerEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +94,52 @@ async def test_serve_refuses_a_bad_setting() -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "WEBHOOK_TIMEOUT" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_client_direct_and_through_the_autoscaler_route(make_worker: WorkerFactory, tmp_path: Path) -> None:
+    worker = await make_worker()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(outputs_graph()))
+    code, out, err = await _cli("client", "--url", str(worker.make_url("")), "--workflow", str(wf),
+                                "--out", str(tmp_path / "out"), "--base64")
+    assert code == 0, err
+    assert "HTTP 200" in out and "saved" in out
+    assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".png", ".gif", ".wav", ".bin", ".txt"}
+    async with AutoscalerEmulator() as emu:
+        routed = await make_worker(report_addr=[emu.url], benchmark="off")
+        emu.worker_url = str(routed.make_url(""))
+        code, out, err = await _cli("client", "--route-url", emu.url + "/route/", "--endpoint", "test",
+                                    "--workflow", str(wf), "--out", str(tmp_path / "out2"))
+        assert code == 0, err + out
+        assert "HTTP 200" in out
+        await emu.wait_status(lambda s: s["num_requests_recieved"] == 1)
+
+
+async def test_load_prints_percentiles(make_worker: WorkerFactory, tmp_path: Path) -> None:
+    worker = await make_worker()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(steps_graph(2, 0.01)))
+    code, out, err = await _cli("load", "--url", str(worker.make_url("")), "--workflow", str(wf),
+                                "-n", "6", "--rps", "20")
+    assert code == 0, err
+    assert "6 requests in" in out and "6 ok" in out and "p50" in out and "p99" in out
+    assert "sent" in err  # the live display
+
+
+async def test_bench_command(comfy: EmbeddedComfyUI, tmp_path: Path) -> None:
+    wf = tmp_path / "bench.json"
+    wf.write_text(json.dumps({"1": {"class_type": "PyworkerSteps",
+                                    "inputs": {"steps": 20, "step_seconds": 0.01, "seed": 0}}}))
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"it_s": {"cpu": 100.0}}))
+    env = {**os.environ, "BENCHMARK_WORKFLOW": str(wf), "BENCHMARK_RUNS": "2", "WORKER_DATA_DIR": str(tmp_path),
+           "GPU_REFERENCE": str(ref)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyworker", "bench", "--comfy-url", comfy.url, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "expected about 100.00: as expected" in text and "run 2:" in text and "step 20/20" in text
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["verdict"] == "ok" and len(report["runs"]) == 2

@@ -119,7 +119,7 @@ async def benchmark_report(request: web.Request) -> web.Response:
     return _json(readiness.report)
 
 
-async def _default_checkpoint(settings: Settings, embedded: EmbeddedComfyUI | None) -> str | None:
+async def default_checkpoint(settings: Settings, embedded: EmbeddedComfyUI | None) -> str | None:
     if settings.default_checkpoint or embedded is None:
         return settings.default_checkpoint
     if (embedded.checkpoints_dir / SD15_DEFAULT_NAME).exists():
@@ -145,7 +145,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         embedded = await _start_embedded(stack, settings) if settings.comfyui_url is None else None
         url = embedded.url if embedded else str(settings.comfyui_url)
         output_dir = embedded.output_dir if embedded else settings.comfyui_output_dir
-        checkpoint = await _default_checkpoint(settings, embedded)
+        checkpoint = await default_checkpoint(settings, embedded)
         folders = [MISC / "modifiers"] + ([settings.modifiers_dir] if settings.modifiers_dir else [])
         modifiers = await asyncio.to_thread(Modifiers.load, folders, settings.default_workflow, checkpoint)
         comfy = await stack.enter_async_context(ComfyClient(url, output_dir=output_dir, session=session))
