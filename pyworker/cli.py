@@ -17,7 +17,7 @@ import msgspec
 
 from pyworker import __version__
 from pyworker.comfy_ws import ComfyClient, Phase, PromptResult, Update
-from pyworker.embedded import EmbeddedComfyUI, ensure_demo_checkpoint
+from pyworker.embedded import EmbeddedComfyUI, default_checkpoint, ensure_demo_checkpoint
 from pyworker.errors import WorkerError
 from pyworker.logs import configure
 from pyworker.settings import Settings, SettingsError, from_env
@@ -120,10 +120,9 @@ def serve(args: argparse.Namespace) -> None:
 async def bench(args: argparse.Namespace, settings: Settings) -> int:
     """The start-up benchmark alone: progress, the operator's summary, the report's path."""
     from pyworker.benchmark import Benchmark, BenchmarkConfig, load_reference, summary
-    from pyworker.http.app import default_checkpoint
 
     async with comfy_at(settings.comfyui_url) as (url, output_dir, embedded):
-        checkpoint = await default_checkpoint(settings, embedded)
+        checkpoint = await default_checkpoint(settings.default_checkpoint, embedded)
         report_path = settings.benchmark_report or settings.worker_data_dir / "benchmark.json"
         async with ComfyClient(url, output_dir=output_dir) as comfy:
             runner = Benchmark(

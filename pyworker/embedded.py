@@ -180,6 +180,24 @@ async def ensure_demo_checkpoint(comfy_home: Path, checkpoints_dir: Path, seed: 
     return out.decode().strip().splitlines()[-1]
 
 
+SD15_DEFAULT_NAME = "v1-5-pruned-emaonly.safetensors"  # the checkpoint ComfyUI's default graph names
+
+
+async def default_checkpoint(configured: str | None, embedded: EmbeddedComfyUI | None) -> str | None:
+    """The checkpoint to use when a request names none: the configured one; else, for the embedded ComfyUI
+    without an SD1.5 checkpoint, the generated random-weight one (said loudly: its images are noise); else None
+    (the workflow's own)."""
+    if configured or embedded is None:
+        return configured
+    if (embedded.checkpoints_dir / SD15_DEFAULT_NAME).exists():
+        return None
+    name = await ensure_demo_checkpoint(embedded.home, embedded.checkpoints_dir)
+    log.warning("no SD1.5 checkpoint (%s) in %s: using the generated %s. IT HAS RANDOM WEIGHTS: every image "
+                "is noise. Put a real checkpoint there (or set DEFAULT_CHECKPOINT) for real images.",
+                SD15_DEFAULT_NAME, embedded.checkpoints_dir, name)
+    return name
+
+
 if __name__ == "__main__":  # pragma: no cover - a helper for humans: python -m pyworker.embedded
     logging.basicConfig(level=logging.INFO)
 

@@ -18,7 +18,7 @@ from pyworker.autoscaler.auth import Unauthorized, Verifier
 from pyworker.autoscaler.reports import Reporter
 from pyworker.benchmark import Benchmark, BenchmarkConfig, Report, load_reference
 from pyworker.comfy_ws import ComfyClient
-from pyworker.embedded import MISC, EmbeddedComfyUI, ensure_demo_checkpoint
+from pyworker.embedded import MISC, EmbeddedComfyUI, default_checkpoint
 from pyworker.errors import WorkerError
 from pyworker.http.decode import decode_body
 from pyworker.modifiers import Modifiers
@@ -38,7 +38,6 @@ READINESS: Final = web.AppKey("readiness", Readiness)
 VERIFIER: Final = web.AppKey("verifier", Verifier)
 EMBEDDED: Final = web.AppKey[EmbeddedComfyUI | None]("embedded")
 
-SD15_DEFAULT_NAME = "v1-5-pruned-emaonly.safetensors"
 _encoder: Final = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -119,18 +118,6 @@ async def benchmark_report(request: web.Request) -> web.Response:
     return _json(readiness.report)
 
 
-async def default_checkpoint(settings: Settings, embedded: EmbeddedComfyUI | None) -> str | None:
-    if settings.default_checkpoint or embedded is None:
-        return settings.default_checkpoint
-    if (embedded.checkpoints_dir / SD15_DEFAULT_NAME).exists():
-        return None
-    name = await ensure_demo_checkpoint(embedded.home, embedded.checkpoints_dir)
-    log.warning("no SD1.5 checkpoint (%s) in %s: using the generated %s. IT HAS RANDOM WEIGHTS: every image "
-                "is noise. Put a real checkpoint there (or set DEFAULT_CHECKPOINT) for real images.",
-                SD15_DEFAULT_NAME, embedded.checkpoints_dir, name)
-    return name
-
-
 async def _start_embedded(stack: contextlib.AsyncExitStack, settings: Settings) -> EmbeddedComfyUI:
     embedded = EmbeddedComfyUI(home=settings.comfyui_home, base=settings.comfyui_base_dir)
     await embedded.start()
@@ -145,7 +132,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         embedded = await _start_embedded(stack, settings) if settings.comfyui_url is None else None
         url = embedded.url if embedded else str(settings.comfyui_url)
         output_dir = embedded.output_dir if embedded else settings.comfyui_output_dir
-        checkpoint = await default_checkpoint(settings, embedded)
+        checkpoint = await default_checkpoint(settings.default_checkpoint, embedded)
         folders = [MISC / "modifiers"] + ([settings.modifiers_dir] if settings.modifiers_dir else [])
         modifiers = await asyncio.to_thread(Modifiers.load, folders, settings.default_workflow, checkpoint)
         comfy = await stack.enter_async_context(ComfyClient(url, output_dir=output_dir, session=session))
