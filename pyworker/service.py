@@ -19,7 +19,7 @@ import aiofiles
 import aiohttp
 import msgspec
 
-from pyworker.comfy_ws import ComfyClient, Output, Phase, PromptResult
+from pyworker.comfy_ws import ComfyClient, Output, Phase, PromptResult, Update
 from pyworker.errors import BadRequest, ComfyValidationError, first_error
 from pyworker.images import load_image
 from pyworker.logs import JobLog
@@ -68,7 +68,12 @@ class Worker:
         self.s3 = s3
         self.webhooks = webhooks
         self.session = session
-        self._slot = asyncio.Lock()  # one job at a time in ComfyUI; FIFO
+        # Pipelined (the default): up to two jobs in ComfyUI, one running and the next waiting in ComfyUI's own
+        # queue, so that ComfyUI starts it the moment the current one ends; a job's slot is released when its
+        # execution ends, and its outputs upload while the next one runs. Serial: one job at a time, from
+        # submission to the end of its uploads.
+        self.pipelined = settings.pipeline
+        self._slots = asyncio.Semaphore(2 if self.pipelined else 1)  # FIFO
 
     def prepare(self, inp: GenerateInput) -> tuple[dict[str, Any], list[ImageInput]]:
         """The workflow to submit and the images it needs, or a 400 naming the field."""
@@ -101,25 +106,34 @@ class Worker:
         t_pre = time.monotonic()
 
         status, message, result = "completed", "", None
+        await self._slots.acquire()
+        holding = True
         try:
-            async with self._slot:
-                t_slot = time.monotonic()
-                if on_start is not None:
-                    on_start()
-                result = await asyncio.wait_for(self.comfy.run(workflow, on_progress=job), self.settings.job_timeout)
-        except TimeoutError:
-            status, message = "timeout", f"the job ran longer than {self.settings.job_timeout:.0f} s and was stopped"
-            t_slot = t_slot if "t_slot" in locals() else time.monotonic()
-        except ComfyValidationError as exc:
-            exc.path = "$.input.modifier" if inp.modifier else "$.input.workflow_json"
-            job.event("refused", message=exc.message.splitlines()[0])
-            raise
-        t_gen = time.monotonic()
-
-        if result is not None:
-            status, message = self._outcome(result)
-        job.event("executed", status=status, prompt_id=result.prompt_id if result else None)
-        output = await self._collect(request_id, result, target, inp.return_outputs_as_base64) if result else []
+            t_slot = time.monotonic()
+            if on_start is not None:
+                on_start()
+            try:
+                result = await self._run_with_timeout(workflow, job)
+            except TimeoutError:
+                status = "timeout"
+                message = f"the job ran longer than {self.settings.job_timeout:.0f} s and was stopped"
+            except ComfyValidationError as exc:
+                exc.path = "$.input.modifier" if inp.modifier else "$.input.workflow_json"
+                job.event("refused", message=exc.message.splitlines()[0])
+                raise
+            t_gen = time.monotonic()
+            if self.pipelined:
+                self._slots.release()
+                holding = False
+            if result is not None:
+                status, message = self._outcome(result)
+            job.event("executed", status=status, prompt_id=result.prompt_id if result else None,
+                      comfy_start_ms=result.started_ms if result else None,
+                      comfy_end_ms=result.ended_ms if result else None)
+            output = await self._collect(request_id, result, target, inp.return_outputs_as_base64) if result else []
+        finally:
+            if holding:
+                self._slots.release()
         failed_uploads = sum(1 for o in output if o.upload_error)
         if failed_uploads:
             message += f"; {failed_uploads} of {len(output)} outputs could not be uploaded (kept on disk)"
@@ -142,6 +156,18 @@ class Worker:
                   postprocess_ms=answer.timings.postprocess_ms)
         self._webhook(inp, answer)
         return HTTP_STATUS[status], answer
+
+    async def _run_with_timeout(self, workflow: dict[str, Any], job: JobLog) -> PromptResult:
+        """Run in ComfyUI; JOB_TIMEOUT counts from the start of execution, not from the wait in its queue."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None) as deadline:
+
+            def on_progress(update: Update) -> None:
+                if update.phase is Phase.RUNNING and deadline.when() is None:
+                    deadline.reschedule(loop.time() + self.settings.job_timeout)
+                job(update)
+
+            return await self.comfy.run(workflow, on_progress=on_progress)
 
     @staticmethod
     def _outcome(result: PromptResult) -> tuple[str, str]:

@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     image_fetch_timeout: Seconds = 30.0
     allow_private_image_urls: bool = False
     log_format: Literal["text", "json"] = "text"
+    pipeline: bool = True  # keep the next job in ComfyUI's queue and upload while it runs; false: strictly serial
     comfyui_base_dir: Path | None = None  # the embedded ComfyUI's --base-directory; default COMFYUI_HOME/base
     # The autoscaler (Vast.ai serverless)
     report_addr: list[str] = []

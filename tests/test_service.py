@@ -346,20 +346,29 @@ async def test_progress_log_lines(worker: Client, caplog: pytest.LogCaptureFixtu
 
 
 async def test_comfyui_is_released_before_outputs_are_uploaded(worker: Client, seaweed: SeaweedFS,
-                                                               comfy: EmbeddedComfyUI) -> None:
-    """The next job executes while the previous job's outputs are still being uploaded."""
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The next job executes while the previous job's outputs are still being uploaded. ComfyUI's own
+    execution timestamps come from the job log (the worker deletes ComfyUI's history entries)."""
+    caplog.set_level(logging.INFO, logger="pyworker.jobs")
     s3 = msgspec.structs.asdict(seaweed.target())
     big = asyncio.create_task(post(worker, {"input": {"workflow_json": outputs_graph(file_mb=96), "s3": s3}}))
     await asyncio.sleep(0.05)
     small = asyncio.create_task(post(worker, {"input": {"workflow_json": steps_graph(1)}}))
     (status, answer), (_, next_answer) = await asyncio.gather(big, small)
     assert status == 200 and all("url" in o for o in answer["output"] if o.get("filename"))
-    async with ComfyClient(comfy.url) as c:
-        entry = await c.api.history(next_answer["prompt_id"])
-        big_entry = await c.api.history(answer["prompt_id"])
-    assert entry is not None and entry.status is not None and big_entry is not None and big_entry.status
-    next_started = next(m[1]["timestamp"] for m in entry.status.messages if m[0] == "execution_start")
-    big_ended = next(m[1]["timestamp"] for m in big_entry.status.messages if m[0] == "execution_success")
+    executed = {r.fields["prompt_id"]: r.fields for r in caplog.records  # type: ignore[attr-defined]
+                if r.name == "pyworker.jobs" and r.fields["state"] == "executed"}  # type: ignore[attr-defined]
+    big_ended = executed[answer["prompt_id"]]["comfy_end_ms"]
+    next_started = executed[next_answer["prompt_id"]]["comfy_start_ms"]
     upload_ms = answer["timings"]["postprocess_ms"]
     assert upload_ms > 100  # 96 MB to S3 takes a while
     assert next_started - big_ended < upload_ms / 2, (next_started - big_ended, upload_ms)
+
+
+async def test_comfyui_history_is_cleaned_up(worker: Client, comfy: EmbeddedComfyUI) -> None:
+    _, answer = await post(worker, {"input": {"workflow_json": steps_graph(1)}})
+    async with ComfyClient(comfy.url, forget_history=False) as c:
+        deadline = time.monotonic() + 3
+        while await c.api.history(answer["prompt_id"]) is not None:
+            assert time.monotonic() < deadline, "the worker left its prompt in ComfyUI's history"
+            await asyncio.sleep(0.1)

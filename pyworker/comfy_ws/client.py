@@ -86,6 +86,7 @@ class ComfyClient:
         output_dir: Path | None = None,
         gone_after: float = 3.0,
         session: aiohttp.ClientSession | None = None,
+        forget_history: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self.ws_url = self.url.replace("http", "ws", 1)
@@ -101,6 +102,11 @@ class ComfyClient:
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._unknown_seen: set[str] = set()
+        # Finished prompts whose /history entries are deleted in batches, off the request path, so that ComfyUI's
+        # history does not grow without bound because of this worker.
+        self.forget_history = forget_history
+        self._forget: list[str] = []
+        self._janitor: asyncio.Task[None] | None = None
 
     @property
     def api(self) -> ComfyAPI:
@@ -118,8 +124,16 @@ class ComfyClient:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         self._api = ComfyAPI(self.url, self._session)
         self._reader = asyncio.create_task(self._read_forever(), name=f"comfy-ws-{self.client_id[:8]}")
+        if self.forget_history:
+            self._janitor = asyncio.create_task(self._forget_loop(), name="comfy-history-janitor")
 
     async def close(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+            self._janitor = None
+            await self._flush_forget()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,12 +185,28 @@ class ComfyClient:
                     job.state.apply_history(entry, time.monotonic())
             if not job.state.phase.terminal:
                 raise ComfyProtocolError(f"prompt {pid} ended without a result in ComfyUI's history")
+            if self.forget_history:
+                self._forget.append(pid)
             return job.state.result(job.submitted_at, accepted.node_errors)
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(job))
             raise
         finally:
             self._jobs.pop(pid, None)
+
+    async def _forget_loop(self, every: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self._flush_forget()
+
+    async def _flush_forget(self) -> None:
+        if not self._forget or self._api is None:
+            return
+        batch, self._forget = self._forget, []
+        try:
+            await self.api.delete_history(batch)
+        except ComfyError as exc:
+            log.debug("could not delete %d history entries: %s", len(batch), exc)
 
     async def _abandon(self, job: _Job) -> None:
         pid, phase = job.state.prompt_id, job.state.phase

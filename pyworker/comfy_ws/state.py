@@ -254,6 +254,7 @@ class PromptState:
             node_rates=dict(self.node_rates), queued_s=max(0.0, started - submitted_at),
             execution_s=max(0.0, ended - started),
             comfy_ms=(self.ended_ms - self.started_ms) if self.ended_ms and self.started_ms else None,
+            started_ms=self.started_ms, ended_ms=self.ended_ms,
         )
 
     def _close_node(self, now: float) -> None:
@@ -284,6 +285,8 @@ class PromptResult(msgspec.Struct, frozen=True):
     queued_s: float
     execution_s: float
     comfy_ms: int | None = None
+    started_ms: int | None = None  # ComfyUI's clock (ms since the epoch), from its execution_start
+    ended_ms: int | None = None  # from its execution_success / _error / _interrupted
 
     @property
     def succeeded(self) -> bool:
