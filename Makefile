@@ -1,6 +1,7 @@
 # make run   set everything up and serve POST /generate/sync on :3000 (embedded ComfyUI, CPU without a GPU)
 # make demo  set everything up and run the SD1.5 default graph once through the driver, with live progress
 # make test  set everything up, run the tests (real ComfyUI on a free port), ruff and mypy
+# make bench the performance benchmarks (benchmarks/README.md)
 # make setup everything: the worker's .venv, the embedded ComfyUI in .comfyui/, the demo checkpoint
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COMFY := .comfyui
 
-.PHONY: setup venv comfyui checkpoint run demo test lint clean
+.PHONY: setup venv comfyui checkpoint run demo test lint bench clean
 
 setup: venv comfyui checkpoint
 
@@ -36,6 +37,14 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest
+
+# The performance benchmarks (benchmarks/README.md): a few minutes each on 2 cores, figures side by side.
+bench: setup
+	$(BIN)/python -m benchmarks.added_latency
+	$(BIN)/python -m benchmarks.gpu_idle_gap
+	$(BIN)/python -m benchmarks.upload_throughput
+	$(BIN)/python -m benchmarks.memory
+	$(BIN)/python -m benchmarks.frontend_capacity
 
 lint: venv
 	$(BIN)/ruff check .

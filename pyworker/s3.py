@@ -64,9 +64,9 @@ class S3Uploader:
         *,
         default: S3Target | None,
         url_expiry: int = 604800,
-        multipart_threshold: int = 16 * MiB,
+        multipart_threshold: int = 32 * MiB,
         part_size: int = 8 * MiB,
-        part_concurrency: int = 4,
+        part_concurrency: int = 2,
         attempts: int = 3,
         backoff: float = 0.5,
     ) -> None:

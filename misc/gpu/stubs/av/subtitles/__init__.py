@@ -1,0 +1,1 @@
+"""Stub of av.subtitles (see av/__init__.py)."""
