@@ -9,9 +9,9 @@ import logging
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -105,11 +105,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from pyworker.http.app import create_app
 
-    try:
-        settings = from_env(worker_port=args.port, comfyui_url=args.comfy_url)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = _settings(worker_port=args.port, comfyui_url=args.comfy_url)
     configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
     log.info("pyworker %s listening on %s:%d", __version__, args.host, settings.worker_port)
     web.run_app(create_app(settings), host=args.host, port=settings.worker_port, print=None, access_log=None,
@@ -231,27 +227,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     configure("text", logging.DEBUG if args.verbose else logging.INFO)
     if args.command in ("client", "load"):
-        sys.exit(asyncio.run(client(args)))
+        _run(client(args), error_code=1)
     if args.command == "bench":
-        try:
-            settings = from_env(comfyui_url=args.comfy_url)
-        except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        try:
-            sys.exit(asyncio.run(bench(args, settings)))
-        except WorkerError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            sys.exit(2)
+        _run(bench(args, _settings(comfyui_url=args.comfy_url)), error_code=2)
     try:
         workflow = msgspec.json.decode(Path(args.file).read_bytes(), type=dict[str, Any])
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        print(f"error: cannot read an API-format workflow from {args.file}: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _die(f"cannot read an API-format workflow from {args.file}: {exc}", 2)
+    _run(run_workflow(args, workflow), error_code=1)
+
+
+def _die(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _settings(**overrides: object) -> Settings:
     try:
-        sys.exit(asyncio.run(run_workflow(args, workflow)))
+        return from_env(None, **overrides)
+    except SettingsError as exc:
+        _die(str(exc), 2)
+
+
+def _run(main: Coroutine[Any, Any, int], error_code: int) -> NoReturn:
+    try:
+        sys.exit(asyncio.run(main))
     except WorkerError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        sys.exit(1)
+        _die(exc.message, error_code)
     except KeyboardInterrupt:
         sys.exit(130)
