@@ -16,4 +16,4 @@ RUN python3 -m venv .comfyui/venv \
     && make venv
 ENV WORKER_PORT=3000
 EXPOSE 3000
-CMD [".venv/bin/python", "-m", "pyworker", "run-workflow", "misc/workflows/sd15_default.json", "--demo-checkpoint"]
+CMD [".venv/bin/python", "-m", "pyworker", "serve"]

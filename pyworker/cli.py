@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -17,7 +18,7 @@ import msgspec
 
 from pyworker import __version__
 from pyworker.comfy_ws import ComfyClient, Phase, PromptResult, Update
-from pyworker.embedded import EmbeddedComfyUI, default_checkpoint, ensure_demo_checkpoint
+from pyworker.embedded import DEFAULT_HOME, EmbeddedComfyUI, default_checkpoint, ensure_demo_checkpoint
 from pyworker.errors import WorkerError
 from pyworker.logs import configure
 from pyworker.settings import Settings, SettingsError, from_env
@@ -50,12 +51,14 @@ class ProgressPrinter:
 
 
 @contextlib.asynccontextmanager
-async def comfy_at(url: str | None) -> AsyncIterator[tuple[str, Path | None, EmbeddedComfyUI | None]]:
+async def comfy_at(url: str | None, settings: Settings | None = None
+                   ) -> AsyncIterator[tuple[str, Path | None, EmbeddedComfyUI | None]]:
     """The given ComfyUI, or an embedded one started (and stopped) here."""
     if url:
-        yield url, None, None
+        yield url, settings.comfyui_output_dir if settings else None, None
         return
-    async with EmbeddedComfyUI() as comfy:
+    home = settings.comfyui_home if settings else DEFAULT_HOME
+    async with EmbeddedComfyUI(home=home, base=settings.comfyui_base_dir if settings else None) as comfy:
         yield comfy.url, comfy.output_dir, comfy
 
 
@@ -107,9 +110,17 @@ def serve(args: argparse.Namespace) -> None:
 
     settings = _settings(worker_port=args.port, comfyui_url=args.comfy_url)
     configure(settings.log_format, logging.DEBUG if args.verbose else logging.INFO)
-    log.info("pyworker %s listening on %s:%d", __version__, args.host, settings.worker_port)
+    tls = None
+    if settings.use_ssl:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(settings.ssl_cert, settings.ssl_key)
+        except (OSError, ssl.SSLError) as exc:
+            _die(f"USE_SSL: cannot load {settings.ssl_cert} / {settings.ssl_key}: {exc}", 2)
+    log.info("pyworker %s listening on %s://%s:%d", __version__, "https" if tls else "http", args.host,
+             settings.worker_port)
     web.run_app(create_app(settings), host=args.host, port=settings.worker_port, print=None, access_log=None,
-                handler_cancellation=True,
+                handler_cancellation=True, ssl_context=tls,
                 shutdown_timeout=15)
 
 
@@ -117,7 +128,7 @@ async def bench(args: argparse.Namespace, settings: Settings) -> int:
     """The start-up benchmark alone: progress, the operator's summary, the report's path."""
     from pyworker.benchmark import Benchmark, BenchmarkConfig, load_reference, summary
 
-    async with comfy_at(settings.comfyui_url) as (url, output_dir, embedded):
+    async with comfy_at(settings.comfyui_url, settings) as (url, output_dir, embedded):
         checkpoint = await default_checkpoint(settings.default_checkpoint, embedded)
         report_path = settings.benchmark_report or settings.worker_data_dir / "benchmark.json"
         async with ComfyClient(url, output_dir=output_dir) as comfy:

@@ -57,7 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     master_token: str = ""
     public_ipaddr: str | None = None
     vast_tcp_port: int | None = None  # from VAST_TCP_PORT_<WORKER_PORT>
-    use_ssl: bool = False
+    use_ssl: bool = False  # serve HTTPS with the instance's certificate (Vast: /etc/instance.crt and .key)
+    ssl_cert: Path = Path("/etc/instance.crt")
+    ssl_key: Path = Path("/etc/instance.key")
     unsecured: bool = False
     autoscaler_pubkey: Path | None = None  # a PEM file, instead of GET {REPORT_ADDR}/pubkey/
     replay_window: Annotated[int, msgspec.Meta(ge=1)] = 1000

@@ -143,3 +143,47 @@ async def test_bench_command(comfy: EmbeddedComfyUI, tmp_path: Path) -> None:
     assert "expected about 100.00: as expected" in text and "run 2:" in text and "step 20/20" in text
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["verdict"] == "ok" and len(report["runs"]) == 2
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    crt, pem = tmp_path / "instance.crt", tmp_path / "instance.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption()))
+    return crt, pem
+
+
+async def test_serve_with_use_ssl(comfy: EmbeddedComfyUI, tmp_path: Path) -> None:
+    crt, pem = _self_signed(tmp_path)
+    port = free_port()
+    env = {**os.environ, "USE_SSL": "true", "SSL_CERT": str(crt), "SSL_KEY": str(pem), "WORKER_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyworker", "serve", "--host", "127.0.0.1", "--comfy-url", comfy.url, cwd=ROOT,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as http:
+            status = 0
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"https://127.0.0.1:{port}/health", ssl=False) as resp:
+                        status = resp.status
+                        if status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
