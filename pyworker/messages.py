@@ -16,8 +16,8 @@ class S3Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     access_key_id: Annotated[str, msgspec.Meta(min_length=1)]
     secret_access_key: Annotated[str, msgspec.Meta(min_length=1)]
     bucket_name: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
+    endpoint_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$")] | None = None
+    region: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
 
 
 class WebhookRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -99,6 +99,7 @@ class Answer(msgspec.Struct, kw_only=True, omit_defaults=True):
     nodes: list[NodeInfo] = []
     prompt_id: str | None = None
     error: FailedNode | None = None  # where a failed workflow broke
+    warnings: dict[str, Any] | None = None  # node_errors of branches ComfyUI dropped, though it ran the rest
 
 
 class WebhookPayload(Answer, kw_only=True):

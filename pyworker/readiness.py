@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class Readiness:
-    def __init__(self, *, needs_benchmark: bool, refuse_slow: bool, on_change: Callable[[], None]) -> None:
+    def __init__(self, *, needs_benchmark: bool, refuse_slow: bool, on_change: Callable[[], None],
+                 needs_key: bool = False) -> None:
         self.started = time.monotonic()
+        self.has_key = not needs_key  # the autoscaler's public key, needed to check signed requests
+        self.key_error: str | None = None
         self.needs_benchmark = needs_benchmark
         self.refuse_slow = refuse_slow
         self.on_change = on_change
@@ -33,7 +36,7 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        return self.ready_at is not None and self.comfy_ok
+        return self.ready_at is not None and self.comfy_ok and self.has_key
 
     @property
     def loadtime(self) -> float:
@@ -43,6 +46,8 @@ class Readiness:
     def error_msg(self) -> str:
         if self.comfy_error:
             return self.comfy_error
+        if self.key_error:
+            return self.key_error
         if self.benchmark_error:
             return self.benchmark_error
         if self.report is not None and self.report.verdict == "slow":
@@ -52,6 +57,8 @@ class Readiness:
     def why_not_ready(self) -> str:
         if not self.comfy_ok:
             return self.comfy_error or "ComfyUI is starting"
+        if not self.has_key:
+            return self.key_error or "fetching the autoscaler's public key"
         if self.benchmark_error:
             return self.benchmark_error
         return "the start-up benchmark is running"
@@ -62,6 +69,10 @@ class Readiness:
             log.log(logging.INFO if ok else logging.WARNING, "ComfyUI %s", "answers" if ok else f"is down: {error}")
             self._check_ready()
             self.on_change()
+
+    def set_key(self, has_key: bool, error: str | None = None) -> None:
+        self.has_key, self.key_error = has_key, error
+        self.on_change()
 
     def set_benchmark(self, report: Report | None, error: str | None = None) -> None:
         self.report, self.benchmark_error = report, error
@@ -81,29 +92,40 @@ async def supervise(readiness: Readiness, comfy: ComfyClient, embedded: Embedded
                     benchmark: Benchmark | None, on_report: Callable[[Report], None], *, every: float = 1.0) -> None:
     """Run until cancelled: probe ComfyUI, restart the embedded one when it died, run the benchmark once."""
     while True:
-        if embedded is not None and embedded.process is not None and embedded.process.returncode is not None:
-            readiness.set_comfy(False, f"ComfyUI exited with {embedded.process.returncode}; restarting it")
-            try:
-                await embedded.start()
-            except ComfyError as exc:
-                readiness.set_comfy(False, f"ComfyUI could not be restarted: {exc.message.splitlines()[0]}")
         try:
-            await comfy.api.system_stats()
-            readiness.set_comfy(True)
-        except ComfyError:
-            readiness.set_comfy(False, f"ComfyUI at {comfy.url} is not answering")
-        if readiness.comfy_ok and benchmark is not None and readiness.report is None \
-                and readiness.benchmark_error is None:
-            try:
-                report = await benchmark.run()
-            except ComfyError as exc:  # ComfyUI went away meanwhile: the next round retries
-                readiness.set_comfy(False, f"ComfyUI failed during the benchmark: {exc.message}")
-            except WorkerError as exc:
-                log.error("benchmark failed: %s", exc.message)
-                readiness.set_benchmark(None, f"benchmark failed: {exc.message}")
-            else:
-                for line in summary(report).splitlines():
-                    (log.warning if report.verdict == "slow" else log.info)("%s", line)
-                on_report(report)
-                readiness.set_benchmark(report)
+            await _supervise_once(readiness, comfy, embedded, benchmark, on_report)
+        except Exception:  # a bug or an unexpected failure must not end supervision
+            log.exception("supervisor round failed")
         await asyncio.sleep(every)
+
+
+async def _supervise_once(readiness: Readiness, comfy: ComfyClient, embedded: EmbeddedComfyUI | None,
+                          benchmark: Benchmark | None, on_report: Callable[[Report], None]) -> None:
+    if embedded is not None and embedded.process is not None and embedded.process.returncode is not None:
+        readiness.set_comfy(False, f"ComfyUI exited with {embedded.process.returncode}; restarting it")
+        try:
+            await embedded.start()
+        except ComfyError as exc:
+            readiness.set_comfy(False, f"ComfyUI could not be restarted: {exc.message.splitlines()[0]}")
+    try:
+        await comfy.api.system_stats()
+        readiness.set_comfy(True)
+    except ComfyError:
+        readiness.set_comfy(False, f"ComfyUI at {comfy.url} is not answering")
+    if readiness.comfy_ok and benchmark is not None and readiness.report is None \
+            and readiness.benchmark_error is None:
+        try:
+            report = await benchmark.run()
+        except ComfyError as exc:  # ComfyUI went away meanwhile: the next round retries
+            readiness.set_comfy(False, f"ComfyUI failed during the benchmark: {exc.message}")
+        except WorkerError as exc:
+            log.error("benchmark failed: %s", exc.message)
+            readiness.set_benchmark(None, f"benchmark failed: {exc.message}")
+        except Exception as exc:  # e.g. an unreadable BENCHMARK_WORKFLOW: an error to report, never ready
+            log.error("benchmark failed: %s: %s", type(exc).__name__, exc)
+            readiness.set_benchmark(None, f"benchmark failed: {type(exc).__name__}: {exc}")
+        else:
+            for line in summary(report).splitlines():
+                (log.warning if report.verdict == "slow" else log.info)("%s", line)
+            on_report(report)
+            readiness.set_benchmark(report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import mimetypes
 import time
@@ -20,7 +21,7 @@ import aiohttp
 import msgspec
 
 from pyworker.comfy_ws import ComfyClient, Output, Phase, PromptResult, Update
-from pyworker.errors import BadRequest, ComfyValidationError, first_error
+from pyworker.errors import BadRequest, ComfyValidationError, WorkerError, first_error
 from pyworker.images import load_image
 from pyworker.logs import JobLog
 from pyworker.messages import (
@@ -29,6 +30,7 @@ from pyworker.messages import (
     GenerateInput,
     NodeInfo,
     OutputItem,
+    Status,
     Timings,
     WebhookPayload,
 )
@@ -74,6 +76,7 @@ class Worker:
         # submission to the end of its uploads.
         self.pipelined = settings.pipeline
         self._slots = asyncio.Semaphore(2 if self.pipelined else 1)  # FIFO
+        self._tasks: set[asyncio.Task[tuple[int, Answer]]] = set()  # jobs finishing after their execution
 
     def prepare(self, inp: GenerateInput) -> tuple[dict[str, Any], list[ImageInput]]:
         """The workflow to submit and the images it needs, or a 400 naming the field."""
@@ -105,9 +108,10 @@ class Worker:
         await self._upload_images(request_id, workflow, image_inputs, inp)
         t_pre = time.monotonic()
 
-        status, message, result = "completed", "", None
+        status: Status = "completed"
+        message, result = "", None
         await self._slots.acquire()
-        holding = True
+        slot = _Slot(self._slots)
         try:
             t_slot = time.monotonic()
             if on_start is not None:
@@ -121,41 +125,62 @@ class Worker:
                 exc.path = "$.input.modifier" if inp.modifier else "$.input.workflow_json"
                 job.event("refused", message=exc.message.splitlines()[0])
                 raise
-            t_gen = time.monotonic()
-            if self.pipelined:
-                self._slots.release()
-                holding = False
-            if result is not None:
-                status, message = self._outcome(result)
-            job.event("executed", status=status, prompt_id=result.prompt_id if result else None,
-                      comfy_start_ms=result.started_ms if result else None,
-                      comfy_end_ms=result.ended_ms if result else None)
+        except BaseException:
+            slot.release()
+            raise
+        if self.pipelined:
+            slot.release()  # ComfyUI is free for the next job while this one's outputs upload
+        if result is not None:
+            status, message = self._outcome(result)
+        job.event("executed", status=status, prompt_id=result.prompt_id if result else None,
+                  comfy_start_ms=result.started_ms if result else None,
+                  comfy_end_ms=result.ended_ms if result else None)
+        # The job ran: its outputs are collected and its webhook sent even if the client goes away now.
+        clock = _Clock(t0=t0, pre=t_pre, slot=t_slot, gen=time.monotonic())
+        finish = asyncio.create_task(self._finish(inp, request_id, job, result, status, message, target, clock,
+                                                  slot), name=f"finish-{request_id}")
+        self._tasks.add(finish)
+        finish.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(finish)
+
+    async def _finish(self, inp: GenerateInput, request_id: str, job: JobLog, result: PromptResult | None,
+                      status: Status, message: str, target: S3Target | None, clock: _Clock,
+                      slot: _Slot) -> tuple[int, Answer]:
+        try:
             output = await self._collect(request_id, result, target, inp.return_outputs_as_base64) if result else []
         finally:
-            if holding:
-                self._slots.release()
+            slot.release()
         failed_uploads = sum(1 for o in output if o.upload_error)
         if failed_uploads:
             message += f"; {failed_uploads} of {len(output)} outputs could not be uploaded (kept on disk)"
         t_end = time.monotonic()
-        queue_s = (t_slot - t_pre) + (result.queued_s if result else 0.0)
+        queue_s = (clock.slot - clock.pre) + (result.queued_s if result else 0.0)
         answer = Answer(
-            id=request_id, status=status, message=message, output=output,  # type: ignore[arg-type]
+            id=request_id, status=status, message=message, output=output,
             timings=Timings(
-                queue_ms=_ms(queue_s), preprocess_ms=_ms(t_pre - t0),
-                generation_ms=_ms(result.execution_s if result else t_gen - t_slot),
-                postprocess_ms=_ms(t_end - t_gen), total_ms=_ms(t_end - t0),
+                queue_ms=_ms(queue_s), preprocess_ms=_ms(clock.pre - clock.t0),
+                generation_ms=_ms(result.execution_s if result else clock.gen - clock.slot),
+                postprocess_ms=_ms(t_end - clock.gen), total_ms=_ms(t_end - clock.t0),
             ),
             nodes=[NodeInfo(node_id=n.node_id, class_type=n.class_type, ms=round(n.ms, 1), cached=n.cached)
                    for n in (result.nodes if result else [])],
             prompt_id=result.prompt_id if result else None,
             error=FailedNode(**msgspec.structs.asdict(result.failure)) if result and result.failure else None,
+            warnings=result.warnings if result and result.warnings else None,
         )
         job.event("answered", status=status, outputs=len(output), total_ms=answer.timings.total_ms,
                   queue_ms=answer.timings.queue_ms, generation_ms=answer.timings.generation_ms,
                   postprocess_ms=answer.timings.postprocess_ms)
         self._webhook(inp, answer)
         return HTTP_STATUS[status], answer
+
+    async def drain(self, grace: float) -> None:
+        """At shutdown: let jobs whose execution ended finish their uploads (up to ``grace`` seconds)."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run_with_timeout(self, workflow: dict[str, Any], job: JobLog) -> PromptResult:
         """Run in ComfyUI; JOB_TIMEOUT counts from the start of execution, not from the wait in its queue."""
@@ -170,7 +195,7 @@ class Worker:
             return await self.comfy.run(workflow, on_progress=on_progress)
 
     @staticmethod
-    def _outcome(result: PromptResult) -> tuple[str, str]:
+    def _outcome(result: PromptResult) -> tuple[Status, str]:
         f = result.failure
         if result.phase is Phase.SUCCEEDED:
             return "completed", f"completed in {result.execution_s:.2f} s with {len(result.outputs)} outputs"
@@ -181,34 +206,48 @@ class Worker:
 
     async def _upload_images(self, request_id: str, workflow: dict[str, Any], from_params: list[ImageInput],
                              inp: GenerateInput) -> None:
-        jobs: list[tuple[str, str, str, ImageInput | None]] = [
-            (img.name, img.url or img.base64 or "", f"$.input.images[{i}]", None) for i, img in enumerate(inp.images)
-        ]
+        """Fetch or decode each input image and upload it into a folder of this request's own in ComfyUI's
+        input folder (concurrent requests may use the same names), then point the workflow at it."""
         for i, img in enumerate(inp.images):
             if (img.url is None) == (img.base64 is None):
                 raise BadRequest("give exactly one of url or base64", path=f"$.input.images[{i}]")
-        jobs += [(f"pw_{request_id}_{p.input}_{p.node_id}.png", p.source, p.path, p) for p in from_params]
+        named = {img.name: "" for img in inp.images}  # the name in the workflow -> the uploaded reference
+        jobs: list[tuple[str, str, str, ImageInput | None]] = [
+            (img.name, img.url or img.base64 or "", f"$.input.images[{i}]", None) for i, img in enumerate(inp.images)
+        ]
+        jobs += [(f"{p.input}_{p.node_id}.png", p.source, p.path, p) for p in from_params]
+        folder = f"pyworker/{request_id}"
 
         async def one(name: str, source: str, path: str, param: ImageInput | None) -> None:
             data = await load_image(
                 source, path=path, session=self.session, max_bytes=self.settings.image_max_bytes,
                 timeout=self.settings.image_fetch_timeout, allow_private=self.settings.allow_private_image_urls,
             )
-            uploaded = await self.comfy.api.upload_image(name, data)
+            uploaded = await self.comfy.api.upload_image(name, data, subfolder=folder)
+            ref = f"{uploaded.subfolder}/{uploaded.name}" if uploaded.subfolder else uploaded.name
             if param is not None:
-                ref = f"{uploaded.subfolder}/{uploaded.name}" if uploaded.subfolder else uploaded.name
                 workflow[param.node_id]["inputs"][param.input] = ref
+            else:
+                named[name] = ref
 
-        if jobs:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for job in jobs:
-                        group.create_task(one(*job))
-            except BaseExceptionGroup as group_error:
-                raise first_error(group_error) from None
+        if not jobs:
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for job in jobs:
+                    group.create_task(one(*job))
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        for node in workflow.values():  # every input that names an uploaded image now names its upload
+            inputs = node.get("inputs", {})
+            for key, value in inputs.items():
+                if isinstance(value, str) and value in named:
+                    inputs[key] = named[value]
 
     async def _collect(self, request_id: str, result: PromptResult, target: S3Target | None,
                        inline: bool) -> list[OutputItem]:
+        """Every output as an answer item. Nothing here fails the job: an output that can't be read or uploaded
+        carries ``upload_error`` (and keeps ``local_path`` when it is on disk)."""
         dest = self.settings.worker_data_dir / request_id
         limit = asyncio.Semaphore(4)
 
@@ -221,19 +260,29 @@ class Worker:
             item = OutputItem(filename=out.filename, subfolder=out.subfolder, type=out.type, node_id=out.node_id,
                               output_type=out.output_type, mimetype=mimetype)
             async with limit:
-                path = await self.comfy.fetch_output(out, dest)
+                try:
+                    path = await self.comfy.fetch_output(out, dest)
+                except (WorkerError, OSError) as exc:
+                    item.upload_error = f"the output could not be read from ComfyUI ({type(exc).__name__})"
+                    return item
                 item.local_path = str(path)
                 if client is not None and target is not None:
-                    key = "/".join(p for p in (request_id, out.subfolder, out.filename) if p)
-                    key = self.settings.s3_key_prefix + key
+                    key = self.settings.s3_key_prefix + "/".join(p for p in (request_id, out.subfolder,
+                                                                             out.filename) if p)
                     try:
                         item.url = await self.s3.upload(client, target, path, key, mimetype)
                         item.s3_key = key
                     except UploadFailed as exc:
                         item.upload_error = str(exc)
+                    except (OSError, ValueError) as exc:
+                        item.upload_error = f"the upload failed ({type(exc).__name__})"
                 if inline:
-                    async with aiofiles.open(path, "rb") as f:
-                        item.data = base64.b64encode(await f.read()).decode()
+                    try:
+                        async with aiofiles.open(path, "rb") as f:
+                            raw = await f.read()
+                        item.data = await asyncio.to_thread(_b64, raw)
+                    except OSError as exc:
+                        item.upload_error = f"the output could not be read for inlining ({type(exc).__name__})"
             return item
 
         async def all_outputs(client: Any) -> list[OutputItem]:
@@ -244,10 +293,19 @@ class Worker:
                 raise first_error(group_error) from None
             return [t.result() for t in tasks]
 
-        if target is None or not any(o.filename for o in result.outputs):
-            return await all_outputs(None)
-        async with self.s3.client_for(target) as client:
-            return await all_outputs(client)
+        async with contextlib.AsyncExitStack() as stack:
+            client, s3_error = None, None
+            if target is not None and any(o.filename for o in result.outputs):
+                try:
+                    client = await stack.enter_async_context(self.s3.client_for(target))
+                except Exception as exc:  # botocore refuses a bad endpoint or region when the client is made
+                    s3_error = f"S3 is not usable with this configuration ({type(exc).__name__})"
+            items = await all_outputs(client)
+        if s3_error:
+            for item in items:
+                if item.filename and not item.upload_error:
+                    item.upload_error = s3_error
+        return items
 
     def _webhook(self, inp: GenerateInput, answer: Answer) -> None:
         hook = inp.webhook
@@ -259,10 +317,35 @@ class Worker:
         payload = WebhookPayload(**fields, extra=hook.extra_params if hook else {})
         self.webhooks.send(
             url, _encoder.encode(payload),
-            secret=(hook.secret if hook else None) or self.settings.webhook_secret,
+            # The operator's secret signs deliveries to the operator's URL only, never to a client's own URL.
+            secret=(hook.secret if hook else None)
+            or (self.settings.webhook_secret if url == self.settings.webhook_url else None),
             timeout=(hook.timeout if hook else None) or self.settings.webhook_timeout,
             request_id=answer.id,
         )
+
+
+class _Slot:
+    """One held slot of the semaphore, released exactly once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
+
+
+class _Clock(msgspec.Struct, frozen=True):
+    t0: float  # the request arrived
+    pre: float  # its workflow and input images were ready
+    slot: float  # it got its slot in ComfyUI
+    gen: float  # its execution ended
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 def _ms(seconds: float) -> float:

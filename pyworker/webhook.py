@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -42,7 +43,8 @@ class WebhookSender:
         headers = {"Content-Type": "application/json"}
         if secret:
             headers[SIGNATURE_HEADER] = signature(secret, body)
-        target = url.split("?", 1)[0]  # a query string may carry a token: keep it out of the log
+        parts = urlsplit(url)  # user:password@ or a query string may carry a token: keep them out of the log
+        target = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
         for attempt in range(1, self.attempts + 1):
             try:
                 async with self.session.post(url, data=body, headers=headers,

@@ -158,7 +158,7 @@ class AutoscalerEmulator:
         self.port = free_port()
         self.statuses: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
-        self.reqnum = 1000
+        self.reqnum = 100000
         self.worker_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -177,8 +177,9 @@ class AutoscalerEmulator:
             reqnum = self.reqnum
         data: dict[str, Any] = {"cost": cost, "endpoint": "pyworker-test", "reqnum": reqnum,
                                 "request_idx": reqnum + 50000, "url": self.worker_url or "http://worker"}
-        message = (json.dumps({"url": data["url"]}, indent=4, sort_keys=True) if form == "url-indent4"
-                   else json.dumps(data, sort_keys=True))
+        message = {"url-indent4": json.dumps({"url": data["url"]}, indent=4, sort_keys=True),
+                   "all-fields": json.dumps(data, sort_keys=True),
+                   "known-fields-indent4": json.dumps(data, indent=4, sort_keys=True)}[form]
         signature = (key or self.key).sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
         data["signature"] = base64.b64encode(signature).decode()
         return data

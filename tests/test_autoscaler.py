@@ -63,11 +63,16 @@ async def test_signed_requests_valid_forged_replayed_unsigned(make_worker: Worke
     assert (await signed_post(worker, emu, body))[0] == 200  # the current form: {"url"} with indent 4
     status, _ = await signed_post(worker, emu, body, form="all-fields", cost="1")  # the previous form, cost a string
     assert status == 200
+    assert (await signed_post(worker, emu, body, form="known-fields-indent4"))[0] == 200  # Vast's 1.0.x library
     caplog.set_level(logging.WARNING, logger="pyworker.autoscaler.auth")
     forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     status, answer = await signed_post(worker, emu, body, key=forger)
     assert (status, answer) == (401, {"error": "unauthorized"})
     assert "tried url-indent4, all-fields" in caplog.text and "sha256:" in caplog.text
+    bad = emu.auth_data()
+    bad["reqnum"] = "nan"
+    resp = await worker.post("/generate/sync", json={"auth_data": bad, "payload": body, "session_id": None})
+    assert resp.status == 422
     replay = emu.auth_data()
     first = await worker.post("/generate/sync", json={"auth_data": replay, "payload": body, "session_id": None})
     again = await worker.post("/generate/sync", json={"auth_data": replay, "payload": body, "session_id": None})
@@ -88,7 +93,7 @@ async def test_malformed_envelope_is_422_with_a_field_map(make_worker: WorkerFac
     resp = await worker.post("/generate/sync", json={"auth_data": auth, "session_id": None, "extra": 1})
     assert resp.status == 422
     errors = (await resp.json())["errors"]
-    assert errors["auth_data"] == {"reqnum": "missing parameter", "cost": "must be a number or a numeric string"}
+    assert errors["auth_data"] == {"reqnum": "missing parameter", "cost": "must be a positive number or numeric string"}
     assert errors["payload"] == "field missing" and "extra" in errors
 
 

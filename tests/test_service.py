@@ -265,6 +265,14 @@ async def test_comfyui_validation_errors_are_400_with_node_errors(worker: Client
     assert "node 1 (PyworkerSteps)" in answer["error"]
 
 
+async def test_dropped_branches_are_reported_as_warnings(worker: Client) -> None:
+    wf = {**steps_graph(1), "9": {"class_type": "PyworkerSteps", "inputs": {"steps": 0, "step_seconds": 0.0,
+                                                                             "seed": 1}}}
+    status, answer = await post(worker, {"input": {"workflow_json": wf}})
+    assert status == 200 and answer["status"] == "completed"
+    assert answer["warnings"]["9"]["errors"][0]["type"] == "value_smaller_than_min"
+
+
 async def test_body_too_large_is_413(make_worker: WorkerFactory) -> None:
     worker = await make_worker(max_body_bytes=4096)
     status, answer = await post(worker, {"input": {"workflow_json": steps_graph(1), "pad": "x" * 8192}})
@@ -372,3 +380,25 @@ async def test_comfyui_history_is_cleaned_up(worker: Client, comfy: EmbeddedComf
         while await c.api.history(answer["prompt_id"]) is not None:
             assert time.monotonic() < deadline, "the worker left its prompt in ComfyUI's history"
             await asyncio.sleep(0.1)
+
+
+async def test_client_gone_after_execution_still_uploads_and_calls_the_webhook(
+        worker: Client, seaweed: SeaweedFS, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pyworker.jobs")
+    s3 = msgspec.structs.asdict(seaweed.target())
+    async with webhook_receiver() as hook:
+        body = {"input": {"request_id": "gone-after-exec", "workflow_json": outputs_graph(file_mb=64), "s3": s3,
+                          "webhook": {"url": hook.url}}}
+        request = asyncio.create_task(post(worker, body))
+        deadline = time.monotonic() + 30
+        while not any(getattr(r, "fields", {}).get("state") == "executed" and "gone-after-exec" in r.getMessage()
+                      for r in caplog.records):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        request.cancel()  # the client hangs up while the outputs upload
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        ((_, raw),) = await hook.wait(timeout=60)
+    payload = json.loads(raw)
+    assert payload["id"] == "gone-after-exec" and payload["status"] == "completed"
+    assert all(o.get("url") for o in payload["output"] if o.get("filename"))

@@ -1,10 +1,12 @@
 """Requests routed by the autoscaler: the envelope ``{"auth_data", "payload", "session_id"}`` and its RSA
 signature (PKCS#1 v1.5 over SHA-256, base64).
 
-Two signed-message forms are accepted, both rebuilt from the values exactly as received (re-encoding ``"100"``
-as ``100`` would change the signed bytes):
+The signed-message forms accepted, all rebuilt from the values exactly as received (re-encoding ``"100"`` as
+``100`` would change the signed bytes):
 - current: ``json.dumps({"url": url}, indent=4, sort_keys=True)``;
-- previous: ``json.dumps(auth_data without signature and __request_id, sort_keys=True)``.
+- previous: the auth_data fields but ``signature`` and ``__request_id``, ``sort_keys=True``, as
+  ``json.dumps`` writes them plainly or with ``indent=4``, either every field received or only Vast's own five
+  (``cost, endpoint, reqnum, request_idx, url``).
 Replays are refused: a ``reqnum`` already seen, or more than ``replay_window`` below the newest.
 """
 
@@ -16,6 +18,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 from typing import Any, Final
 
 import aiohttp
@@ -77,9 +80,13 @@ def parse_auth_data(raw: object) -> AuthData:
             try:
                 if isinstance(value, bool) or not isinstance(value, int | float | str):
                     raise ValueError
-                numbers[field] = float(value)
+                number = float(value)
+                if not math.isfinite(number) or number < 0 or (field == "cost" and number <= 0):
+                    raise ValueError
+                numbers[field] = number
             except ValueError:
-                errors[field] = "must be a number or a numeric string"
+                errors[field] = ("must be a positive number or numeric string" if field == "cost"
+                                 else "must be a non-negative number or numeric string")
     for field in ("url", "signature", "endpoint"):
         if field in raw and not isinstance(raw[field], str):
             errors[field] = "must be a string"
@@ -90,12 +97,21 @@ def parse_auth_data(raw: object) -> AuthData:
 
 
 def signed_messages(raw: dict[str, Any]) -> dict[str, bytes]:
-    """The candidate signed messages, by form name."""
-    return {
+    """The candidate signed messages, by form name (duplicates removed)."""
+    every = {k: v for k, v in raw.items() if k not in ("signature", "__request_id")}
+    known = {k: raw[k] for k in ("cost", "endpoint", "reqnum", "request_idx", "url") if k in raw}
+    forms = {
         "url-indent4": json.dumps({"url": raw.get("url")}, indent=4, sort_keys=True).encode(),
-        "all-fields": json.dumps({k: v for k, v in raw.items() if k not in ("signature", "__request_id")},
-                                 sort_keys=True).encode(),
+        "all-fields": json.dumps(every, sort_keys=True).encode(),
+        "all-fields-indent4": json.dumps(every, indent=4, sort_keys=True).encode(),
+        "known-fields": json.dumps(known, sort_keys=True).encode(),
+        "known-fields-indent4": json.dumps(known, indent=4, sort_keys=True).encode(),
     }
+    unique: dict[str, bytes] = {}
+    for name, message in forms.items():
+        if message not in unique.values():
+            unique[name] = message
+    return unique
 
 
 def fingerprint(key: rsa.RSAPublicKey) -> str:

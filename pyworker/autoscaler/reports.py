@@ -101,7 +101,9 @@ class Reporter:
         if finished:
             body = _encoder.encode(DeleteRequests(worker_id=self.worker_id, mtoken=self.mtoken, requests=finished))
             posts += [self._post(a + "/delete_requests/", body) for a in self.addresses]
-        await asyncio.gather(*posts)
+        results = await asyncio.gather(*posts)
+        if finished and not any(results[len(self.addresses):]):
+            self.ledger.finished[:0] = finished  # no address took them: the next round sends them again
         self.sent += 1
 
     async def _post(self, url: str, body: bytes) -> bool:

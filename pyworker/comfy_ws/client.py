@@ -25,7 +25,7 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from pyworker.comfy_ws.api import ComfyAPI
+from pyworker.comfy_ws.api import ComfyAPI, Queue
 from pyworker.comfy_ws.events import (
     ExecutionStart,
     MalformedMessage,
@@ -105,7 +105,7 @@ class ComfyClient:
         # Finished prompts whose /history entries are deleted in batches, off the request path, so that ComfyUI's
         # history does not grow without bound because of this worker.
         self.forget_history = forget_history
-        self._forget: list[str] = []
+        self._forget: list[tuple[float, str]] = []  # (when it ended, prompt id)
         self._janitor: asyncio.Task[None] | None = None
 
     @property
@@ -133,7 +133,7 @@ class ComfyClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._janitor
             self._janitor = None
-            await self._flush_forget()
+            await self._flush_forget(settle=0.0)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -178,6 +178,9 @@ class ComfyClient:
         try:
             accepted = await self.api.submit(workflow, self.client_id, pid)
             job.submitted = True
+            if job.gap and self.connected and not job.future.done():
+                # The socket dropped while the prompt was being submitted: its events may be lost already.
+                await self._settle(job, await self.api.queue())
             await job.future
             if job.gap or not job.state.phase.terminal:
                 entry = await self.api.history_when_written(pid)
@@ -185,24 +188,30 @@ class ComfyClient:
                     job.state.apply_history(entry, time.monotonic())
             if not job.state.phase.terminal:
                 raise ComfyProtocolError(f"prompt {pid} ended without a result in ComfyUI's history")
-            if self.forget_history:
-                self._forget.append(pid)
             return job.state.result(job.submitted_at, accepted.node_errors)
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(job))
             raise
         finally:
             self._jobs.pop(pid, None)
+            if self.forget_history and job.submitted:
+                self._forget.append((time.monotonic(), pid))
 
     async def _forget_loop(self, every: float = 0.5) -> None:
         while True:
             await asyncio.sleep(every)
             await self._flush_forget()
 
-    async def _flush_forget(self) -> None:
+    async def _flush_forget(self, settle: float = 1.0) -> None:
+        """Delete the history of prompts that ended at least ``settle`` seconds ago (ComfyUI writes an entry a
+        moment after the end event: deleting earlier would leave it behind)."""
         if not self._forget or self._api is None:
             return
-        batch, self._forget = self._forget, []
+        cutoff = time.monotonic() - settle
+        batch = [pid for ended, pid in self._forget if ended <= cutoff]
+        self._forget = [(ended, pid) for ended, pid in self._forget if ended > cutoff]
+        if not batch:
+            return
         try:
             await self.api.delete_history(batch)
         except ComfyError as exc:
@@ -260,9 +269,11 @@ class ComfyClient:
                     async for frame in ws:
                         self._dispatch(frame)
                 log.warning("ComfyUI closed the websocket")
-            except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as exc:
+            except (TimeoutError, OSError, websockets.exceptions.WebSocketException, ComfyError) as exc:
                 if down_since is None or self._connected.is_set():
                     log.warning("websocket to ComfyUI lost or refused: %s", type(exc).__name__)
+            except Exception:  # never let the reader die: drop the socket and start again
+                log.exception("unexpected error on the websocket to ComfyUI; reconnecting")
             self._connected.clear()
             for job in self._jobs.values():
                 job.gap = True
@@ -290,28 +301,29 @@ class ComfyClient:
             job.resolve(exc)
 
     async def _reconcile(self) -> None:
-        """After a gap: settle every submitted prompt from ComfyUI's queue and history."""
+        """After a gap: settle every submitted prompt from ComfyUI's queue and history. A failure here
+        propagates, so that the connection is dropped and the whole reconciliation tried again."""
         jobs = [j for j in self._jobs.values() if j.submitted and not j.future.done()]
-        if not jobs:
-            return
-        try:
+        if jobs:
             queue = await self.api.queue()
-            running, pending = queue.running_ids(), queue.pending_ids()
             for job in jobs:
-                pid = job.state.prompt_id
-                if pid in running:
-                    self._running = pid
-                    continue
-                if pid in pending:
-                    continue
-                entry = await self.api.history_when_written(pid, attempts=5)
-                if entry is not None:
-                    job.state.apply_history(entry, time.monotonic())
-                    job.resolve()
-                else:
-                    job.resolve(ComfyUnreachable(f"ComfyUI lost prompt {pid} (was it restarted?)"))
-        except ComfyError as exc:
-            log.warning("reconciling open prompts failed: %s", exc)
+                await self._settle(job, queue)
+
+    async def _settle(self, job: _Job, queue: Queue) -> None:
+        """Settle one prompt whose events may have been missed: still in ComfyUI's queue, or finished (its
+        history), or lost (ComfyUI restarted)."""
+        pid = job.state.prompt_id
+        if pid in queue.running_ids():
+            self._running = pid
+            return
+        if pid in queue.pending_ids():
+            return
+        entry = await self.api.history_when_written(pid, attempts=5)
+        if entry is not None:
+            job.state.apply_history(entry, time.monotonic())
+            job.resolve()
+        else:
+            job.resolve(ComfyUnreachable(f"ComfyUI lost prompt {pid} (was it restarted?)"))
 
     def _dispatch(self, frame: str | bytes) -> None:
         now = time.monotonic()

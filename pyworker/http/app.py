@@ -141,17 +141,20 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(webhooks.drain, 10.0)
 
         ledger = Ledger(max_queue_time=settings.max_queue_time)
-        readiness = Readiness(needs_benchmark=settings.run_benchmark,
-                              refuse_slow=settings.benchmark_screening == "refuse", on_change=ledger.changed.set)
         verifier = Verifier(replay_window=settings.replay_window)
         if settings.autoscaler_pubkey:
             verifier.key = Verifier.load_key(await asyncio.to_thread(settings.autoscaler_pubkey.read_bytes))
+        needs_key = settings.behind_autoscaler and not settings.unsecured and verifier.key is None
+        readiness = Readiness(needs_benchmark=settings.run_benchmark, needs_key=needs_key,
+                              refuse_slow=settings.benchmark_screening == "refuse", on_change=ledger.changed.set)
         app[COMFY] = comfy
         app[LEDGER] = ledger
         app[READINESS] = readiness
         app[VERIFIER] = verifier
         app[EMBEDDED] = embedded
-        app[WORKER] = Worker(settings, comfy, modifiers, s3, webhooks, session)
+        worker = Worker(settings, comfy, modifiers, s3, webhooks, session)
+        stack.push_async_callback(worker.drain, 30.0)  # runs before the webhooks drain and S3 closes
+        app[WORKER] = worker
 
         benchmark = None
         if settings.run_benchmark:
@@ -181,8 +184,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 state=lambda: (readiness.loadtime, readiness.error_msg),
             )
             tasks.append(asyncio.create_task(reporter.run(), name="reporter"))
-            if verifier.key is None and not settings.unsecured:
-                tasks.append(asyncio.create_task(_fetch_key(verifier, session, settings), name="pubkey"))
+            if needs_key:
+                tasks.append(asyncio.create_task(_fetch_key(verifier, session, settings, readiness), name="pubkey"))
         log.info("serving ComfyUI at %s; modifiers: %s", url, ", ".join(sorted(modifiers.by_name)))
         try:
             yield
@@ -192,12 +195,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _fetch_key(verifier: Verifier, session: aiohttp.ClientSession, settings: Settings) -> None:
+async def _fetch_key(verifier: Verifier, session: aiohttp.ClientSession, settings: Settings,
+                     readiness: Readiness) -> None:
+    """Until it is fetched the worker is not ready, and says why in error_msg."""
     while verifier.key is None:
         try:
             await verifier.fetch_key(session, settings.report_addr)
         except ConnectionError as exc:
-            log.error("%s; signed requests are refused until it is fetched", exc)
+            log.error("%s; not ready until it is fetched", exc)
+            readiness.set_key(False, f"{exc}; signed requests can't be checked")
+    readiness.set_key(True)
 
 
 def create_app(settings: Settings) -> web.Application:
