@@ -265,3 +265,15 @@ async def test_other_endpoints(client: ComfyClient, tmp_path: Path) -> None:
     result = await client.run(steps_graph(1))
     await client.api.delete_history([result.prompt_id])
     assert await client.api.history(result.prompt_id) is None
+
+
+async def test_events_lost_without_a_socket_drop_are_recovered(comfy: EmbeddedComfyUI,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """TEST DOUBLE: every websocket frame is dropped on arrival (as if lost) while the socket stays up; the
+    silent prompt is settled from /queue and /history."""
+    async with ComfyClient(comfy.url, output_dir=comfy.output_dir, check_silent_after=1.0) as c:
+        await c.wait_connected(5)
+        monkeypatch.setattr(c, "_dispatch", lambda frame: None)
+        result = await asyncio.wait_for(c.run(outputs_graph()), 15)
+    assert result.phase is Phase.SUCCEEDED
+    assert sorted(o.output_type for o in result.outputs) == ["audio", "files", "gifs", "images", "text"]

@@ -60,7 +60,7 @@ def _inside(root: Path, output: Output) -> Path:
 
 
 class _Job:
-    __slots__ = ("future", "gap", "on_progress", "state", "submitted", "submitted_at")
+    __slots__ = ("future", "gap", "last_event", "on_progress", "state", "submitted", "submitted_at")
 
     def __init__(self, state: PromptState, on_progress: ProgressCallback | None) -> None:
         self.state = state
@@ -68,7 +68,7 @@ class _Job:
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.gap = False  # the websocket dropped while this prompt was open: its events may be incomplete
         self.submitted = False
-        self.submitted_at = time.monotonic()
+        self.submitted_at = self.last_event = time.monotonic()
 
     def resolve(self, exc: BaseException | None = None) -> None:
         if not self.future.done():
@@ -87,6 +87,7 @@ class ComfyClient:
         gone_after: float = 3.0,
         session: aiohttp.ClientSession | None = None,
         forget_history: bool = True,
+        check_silent_after: float = 30.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.ws_url = self.url.replace("http", "ws", 1)
@@ -107,6 +108,9 @@ class ComfyClient:
         self.forget_history = forget_history
         self._forget: list[tuple[float, str]] = []  # (when it ended, prompt id)
         self._janitor: asyncio.Task[None] | None = None
+        # A prompt silent this long is checked against /queue and /history: events can be lost without the
+        # socket dropping (a ComfyUI that restarted between two pings). Silence alone never fails a prompt.
+        self.check_silent_after = check_silent_after
 
     @property
     def api(self) -> ComfyAPI:
@@ -124,8 +128,7 @@ class ComfyClient:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         self._api = ComfyAPI(self.url, self._session)
         self._reader = asyncio.create_task(self._read_forever(), name=f"comfy-ws-{self.client_id[:8]}")
-        if self.forget_history:
-            self._janitor = asyncio.create_task(self._forget_loop(), name="comfy-history-janitor")
+        self._janitor = asyncio.create_task(self._maintain(), name="comfy-maintenance")
 
     async def close(self) -> None:
         if self._janitor is not None:
@@ -197,10 +200,26 @@ class ComfyClient:
             if self.forget_history and job.submitted:
                 self._forget.append((time.monotonic(), pid))
 
-    async def _forget_loop(self, every: float = 0.5) -> None:
+    async def _maintain(self, every: float = 0.5) -> None:
+        """Delete finished prompts' history in batches; check prompts that have been silent for long."""
+        last_check = time.monotonic()
         while True:
             await asyncio.sleep(every)
-            await self._flush_forget()
+            try:
+                await self._flush_forget()
+                if time.monotonic() - last_check >= self.check_silent_after and self.connected:
+                    last_check = time.monotonic()
+                    await self._check_silent(last_check - self.check_silent_after)
+            except Exception:  # never let maintenance die
+                log.exception("ComfyUI maintenance round failed")
+
+    async def _check_silent(self, before: float) -> None:
+        silent = [j for j in self._jobs.values()
+                  if j.submitted and not j.future.done() and j.last_event <= before]
+        if silent:
+            queue = await self.api.queue()
+            for job in silent:
+                await self._settle(job, queue)
 
     async def _flush_forget(self, settle: float = 1.0) -> None:
         """Delete the history of prompts that ended at least ``settle`` seconds ago (ComfyUI writes an entry a
@@ -349,6 +368,7 @@ class ComfyClient:
         job = self._jobs.get(pid) if pid is not None else None
         if job is None:
             return
+        job.last_event = now
         update = job.state.feed(event, now)
         if update is not None and job.on_progress is not None:
             try:
