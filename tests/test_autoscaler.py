@@ -192,3 +192,22 @@ async def test_comfyui_crash_and_recovery_in_error_msg(make_worker: WorkerFactor
     assert back["loadtime"] > 0
     status, _ = await signed_post(worker, emu, {"input": {"workflow_json": steps_graph(1)}})
     assert status == 200
+
+
+@pytest.mark.parametrize("mode", ["flag", "refuse"])
+async def test_screening_flags_or_refuses_a_slow_machine(make_worker: WorkerFactory, emu: AutoscalerEmulator,
+                                                         tmp_path: Path, mode: str) -> None:
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"it_s": {"cpu": 1000.0}}))  # the test node steps at 100 it/s: far too slow
+    worker = await make_worker(wait_ready=False, **autoscaled(emu, tmp_path, gpu_reference=ref,
+                                                              benchmark_screening=mode))
+    flagged = await emu.wait_status(lambda s: "UNDERPERFORMING" in s["error_msg"], timeout=20)
+    health = await (await worker.get("/health")).json()
+    if mode == "flag":
+        assert flagged["loadtime"] > 0 and flagged["max_perf"] > 0 and health["ready"] is True
+    else:
+        await asyncio.sleep(1.5)
+        assert emu.statuses[-1]["loadtime"] == 0 and health["ready"] is False
+        assert (await signed_post(worker, emu, {"input": {"workflow_json": steps_graph(1)}}))[0] == 503
+    report = await (await worker.get("/benchmark")).json()
+    assert report["verdict"] == "slow" and report["expected_it_s"] == 1000.0
