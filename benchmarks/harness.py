@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -22,15 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyworker.embedded import EmbeddedComfyUI, free_port  # noqa: E402
+from pyworker.remote import percentile  # noqa: E402
 from tests.conftest import make_base  # noqa: E402
 from tests.servers import SeaweedFS  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+    return percentile(values, q) if values else float("nan")
 
 
 def median(values: list[float]) -> float:

@@ -96,10 +96,3 @@ class ComfyExecutionError(WorkerError):
         self.exception_type, self.exception_message = exception_type, exception_message
         super().__init__(f"node {node_id} ({node_type}) failed: {exception_type}: {exception_message}")
 
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf of a TaskGroup's exception group, so that callers see the error itself."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

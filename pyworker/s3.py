@@ -17,8 +17,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pyworker.errors import first_error
 from pyworker.settings import S3Target
+from pyworker.tasks import gather_all
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +145,11 @@ class S3Uploader:
                 return {"PartNumber": number, "ETag": answer["ETag"]}
 
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(part(i + 1, off)) for i, off in enumerate(range(0, size, self.part_size))]
-            parts = [t.result() for t in tasks]
+            parts = await gather_all(part(i + 1, off) for i, off in enumerate(range(0, size, self.part_size)))
             await client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
-        except BaseException as exc:
+        except BaseException:
             with contextlib.suppress(ClientError, BotoCoreError, OSError):
                 await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            if isinstance(exc, BaseExceptionGroup):
-                raise first_error(exc) from None
             raise

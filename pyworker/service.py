@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 
 from pyworker.comfy_ws import ComfyClient, Output, Phase, PromptResult, Update
-from pyworker.errors import BadRequest, ComfyValidationError, WorkerError, first_error
+from pyworker.errors import BadRequest, ComfyValidationError, WorkerError
 from pyworker.images import load_image
 from pyworker.logs import JobLog
 from pyworker.messages import (
@@ -37,6 +37,7 @@ from pyworker.messages import (
 from pyworker.modifiers import ImageInput, Modifiers
 from pyworker.s3 import S3Uploader, UploadFailed
 from pyworker.settings import S3Target, Settings
+from pyworker.tasks import TaskSet, gather_all
 from pyworker.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Worker:
         # submission to the end of its uploads.
         self.pipelined = settings.pipeline
         self._slots = asyncio.Semaphore(2 if self.pipelined else 1)  # FIFO
-        self._tasks: set[asyncio.Task[tuple[int, Answer]]] = set()  # jobs finishing after their execution
+        self._tasks = TaskSet()  # jobs finishing (uploads, webhook) after their execution
 
     def prepare(self, inp: GenerateInput) -> tuple[dict[str, Any], list[ImageInput]]:
         """The workflow to submit and the images it needs, or a 400 naming the field."""
@@ -137,10 +138,8 @@ class Worker:
                   comfy_end_ms=result.ended_ms if result else None)
         # The job ran: its outputs are collected and its webhook sent even if the client goes away now.
         clock = _Clock(t0=t0, pre=t_pre, slot=t_slot, gen=time.monotonic())
-        finish = asyncio.create_task(self._finish(inp, request_id, job, result, status, message, target, clock,
-                                                  slot), name=f"finish-{request_id}")
-        self._tasks.add(finish)
-        finish.add_done_callback(self._tasks.discard)
+        finish = self._tasks.spawn(self._finish(inp, request_id, job, result, status, message, target, clock,
+                                                slot), name=f"finish-{request_id}")
         return await asyncio.shield(finish)
 
     async def _finish(self, inp: GenerateInput, request_id: str, job: JobLog, result: PromptResult | None,
@@ -176,11 +175,7 @@ class Worker:
 
     async def drain(self, grace: float) -> None:
         """At shutdown: let jobs whose execution ended finish their uploads (up to ``grace`` seconds)."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.drain(grace)
 
     async def _run_with_timeout(self, workflow: dict[str, Any], job: JobLog) -> PromptResult:
         """Run in ComfyUI; JOB_TIMEOUT counts from the start of execution, not from the wait in its queue."""
@@ -232,12 +227,7 @@ class Worker:
 
         if not jobs:
             return
-        try:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(one(*job))
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
+        await gather_all(one(*job) for job in jobs)
         for node in workflow.values():  # every input that names an uploaded image now names its upload
             inputs = node.get("inputs", {})
             for key, value in inputs.items():
@@ -285,14 +275,6 @@ class Worker:
                         item.upload_error = f"the output could not be read for inlining ({type(exc).__name__})"
             return item
 
-        async def all_outputs(client: Any) -> list[OutputItem]:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(one(o, client)) for o in result.outputs]
-            except BaseExceptionGroup as group_error:
-                raise first_error(group_error) from None
-            return [t.result() for t in tasks]
-
         async with contextlib.AsyncExitStack() as stack:
             client, s3_error = None, None
             if target is not None and any(o.filename for o in result.outputs):
@@ -300,7 +282,7 @@ class Worker:
                     client = await stack.enter_async_context(self.s3.client_for(target))
                 except Exception as exc:  # botocore refuses a bad endpoint or region when the client is made
                     s3_error = f"S3 is not usable with this configuration ({type(exc).__name__})"
-            items = await all_outputs(client)
+            items = await gather_all(one(o, client) for o in result.outputs)
         if s3_error:
             for item in items:
                 if item.filename and not item.upload_error:

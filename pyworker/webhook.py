@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from pyworker.tasks import TaskSet
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -26,18 +28,12 @@ class WebhookSender:
         self.session = session
         self.attempts = attempts
         self.backoff = backoff
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks = TaskSet()
 
     def send(self, url: str, body: bytes, *, secret: str | None, timeout: float, request_id: str) -> None:
         """Deliver in the background (tracked; see :meth:`drain`)."""
-        task = asyncio.create_task(self.deliver(url, body, secret=secret, timeout=timeout, request_id=request_id),
-                                   name=f"webhook-{request_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
+        self._tasks.spawn(self.deliver(url, body, secret=secret, timeout=timeout, request_id=request_id),
+                          name=f"webhook-{request_id}")
 
     async def deliver(self, url: str, body: bytes, *, secret: str | None, timeout: float, request_id: str) -> bool:
         headers = {"Content-Type": "application/json"}
@@ -70,11 +66,5 @@ class WebhookSender:
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for deliveries under way, then cancel the rest."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("%d webhook deliveries cancelled at shutdown", len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        if cancelled := await self._tasks.drain(grace):
+            log.warning("%d webhook deliveries cancelled at shutdown", cancelled)

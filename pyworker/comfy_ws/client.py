@@ -107,7 +107,7 @@ class ComfyClient:
         # history does not grow without bound because of this worker.
         self.forget_history = forget_history
         self._forget: list[tuple[float, str]] = []  # (when it ended, prompt id)
-        self._janitor: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         # A prompt silent this long is checked against /queue and /history: events can be lost without the
         # socket dropping (a ComfyUI that restarted between two pings). Silence alone never fails a prompt.
         self.check_silent_after = check_silent_after
@@ -128,14 +128,14 @@ class ComfyClient:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         self._api = ComfyAPI(self.url, self._session)
         self._reader = asyncio.create_task(self._read_forever(), name=f"comfy-ws-{self.client_id[:8]}")
-        self._janitor = asyncio.create_task(self._maintain(), name="comfy-maintenance")
+        self._maintenance = asyncio.create_task(self._maintain(), name="comfy-maintenance")
 
     async def close(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._janitor
-            self._janitor = None
+                await self._maintenance
+            self._maintenance = None
             await self._flush_forget(settle=0.0)
         if self._reader is not None:
             self._reader.cancel()
